@@ -1,0 +1,22 @@
+"""The ``qanat`` command line: thin typer commands over the runtime."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="qanat",
+    help="qanat: run, inspect and operate a system of Python services.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """qanat: run, inspect and operate a system of Python services."""
+
+
+def main() -> None:
+    """Entry point of the ``qanat`` console script."""
+    app()

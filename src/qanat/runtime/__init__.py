@@ -1,0 +1,1 @@
+"""qanat.runtime."""

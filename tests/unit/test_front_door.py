@@ -1,0 +1,18 @@
+"""The front door: ``qanat.__all__`` names exactly what the package re-exports."""
+
+import qanat
+
+
+def test_all_matches_public_names() -> None:
+    """Every public name in the package namespace is in ``__all__`` and vice versa."""
+    public = {
+        name
+        for name, value in vars(qanat).items()
+        if not name.startswith("_") and not isinstance(value, type(qanat))
+    }
+    assert public == set(qanat.__all__)
+
+
+def test_all_is_sorted() -> None:
+    """``__all__`` stays sorted so merges stay simple."""
+    assert list(qanat.__all__) == sorted(qanat.__all__)
