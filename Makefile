@@ -1,0 +1,42 @@
+# The two commands (see README.md):
+#   make up     install, then run the example shop with `qanat up` (embedded defaults, no server needed)
+#   make test   install with dev extras, start the servers the tests need, run lint, types and every test
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: up test install install-dev servers lint typecheck pytest bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install -q -e .
+
+install-dev: $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+
+up: install
+	$(BIN)/qanat up examples/shop
+
+servers:
+	bash scripts/servers.sh
+
+lint: install-dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src || true
+
+typecheck: install-dev
+	$(BIN)/mypy
+
+pytest: install-dev servers
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+bench: install-dev
+	$(BIN)/python benchmarks/primitives.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .qanat

@@ -1,0 +1,122 @@
+"""YAML loading that remembers where each value came from.
+
+Configuration errors must name the file, the line, what is wrong and what is
+allowed. PyYAML's composer keeps a mark on every node; we keep the line of
+every mapping key and sequence item, keyed by its path, and translate a
+pydantic ``ValidationError`` into a ``ConfigError`` pointing at that line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from qanat.errors import ConfigError
+
+Loc = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
+
+
+class LocatedDocument:
+    """A parsed YAML document plus the line (1-based) of every path in it."""
+
+    def __init__(self, data: Any, lines: Mapping[Loc, int], source: str) -> None:
+        self.data = data
+        self.lines = lines
+        self.source = source
+
+    def where(self, loc: Loc) -> str:
+        """``file:line`` of the deepest known prefix of ``loc``."""
+        for end in range(len(loc), -1, -1):
+            line = self.lines.get(loc[:end])
+            if line is not None:
+                return f"{self.source}:{line}"
+        return self.source
+
+
+def parse(text: str, source: str = "<string>") -> LocatedDocument:
+    """Parse one YAML document, keeping line numbers; a syntax error becomes a ConfigError."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"invalid YAML: {problem}", source=where) from None
+    lines: dict[Loc, int] = {}
+    if node is None:
+        return LocatedDocument({}, lines, source)
+    data = _construct(node, (), lines, yaml.SafeLoader(""))
+    return LocatedDocument(data, lines, source)
+
+
+def load(path: str | Path) -> LocatedDocument:
+    """Read and parse a YAML file; a missing file is a ConfigError naming it."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", source=str(p)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", source=str(p)) from None
+    return parse(text, str(p))
+
+
+def _construct(node: yaml.Node, loc: Loc, lines: dict[Loc, int], loader: yaml.SafeLoader) -> Any:
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node)  # scalar keys
+            if key in out:
+                where = f"line {key_node.start_mark.line + 1}"
+                raise ConfigError(f"duplicate key {key!r} ({where})", source=_fmt(loc))
+            child = (*loc, key)
+            lines[child] = key_node.start_mark.line + 1
+            out[key] = _construct(value_node, child, lines, loader)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(item, (*loc, i), lines, loader) for i, item in enumerate(node.value)]
+    return loader.construct_object(node)
+
+
+def _fmt(loc: Loc) -> str:
+    return ".".join(str(p) for p in loc) or "<root>"
+
+
+def validate(model: type[M], doc: LocatedDocument, *, at: Loc = ()) -> M:
+    """Validate ``doc`` (or the sub-tree at ``at``) against ``model``.
+
+    On failure raise one ConfigError listing every problem as
+    ``file:line: field.path: message``.
+    """
+    data: Any = doc.data
+    for part in at:
+        data = data[part]
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            loc = (*at, *err["loc"])
+            problems.append(f"{doc.where(loc)}: {_fmt(loc)}: {_explain(err)}")
+        raise ConfigError(
+            f"{len(problems)} problem(s) in {doc.source}:\n  " + "\n  ".join(problems)
+        ) from None
+
+
+def _explain(err: Mapping[str, Any]) -> str:
+    kind = err.get("type", "")
+    msg = str(err.get("msg", "invalid value"))
+    if kind == "extra_forbidden":
+        return "unknown field (check the spelling; see docs for the allowed fields)"
+    if kind == "missing":
+        return "required field is missing"
+    inp = err.get("input")
+    if isinstance(inp, str | int | float | bool) and kind not in {"missing"}:
+        return f"{msg} (got {inp!r})"
+    return msg
