@@ -1,0 +1,187 @@
+"""The supervisor: every replica of every service (and the gateway) as processes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from qanat.runner.env import InstanceEnv
+from qanat.runner.process import ProcessSpec, Status, Supervised, python
+from qanat.topology import Topology
+
+GATEWAY = "gateway"
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """A row of ``qanat status``: one process as the supervisor sees it."""
+
+    group: str
+    name: str
+    status: str
+    url: str
+    pid: int | None
+    restarts: int
+    last_exit: int | None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "group": self.group,
+            "name": self.name,
+            "status": self.status,
+            "url": self.url,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+        }
+
+
+class Supervisor:
+    """Runs a topology: starts, restarts, scales and stops its processes."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        notify: Callable[[str, str], None] = lambda name, msg: None,
+        gateway_port: int | None = None,
+    ) -> None:
+        self.topology = topology
+        self.notify = notify
+        self.gateway_port = topology.gateway.port if gateway_port is None else gateway_port
+        self._groups: dict[str, list[Supervised]] = {}
+        self._lock = asyncio.Lock()
+
+    # -- building process specs ------------------------------------------------
+
+    def _instance_spec(self, service: str, index: int) -> ProcessSpec:
+        topo = self.topology
+        spec = topo.services[service]
+        env = InstanceEnv(
+            service=service,
+            instance_id=f"{service}-{index}",
+            host="127.0.0.1",
+            port=0,
+            registry=topo.backend_url("registry"),
+            config=topo.backend_url("config"),
+            events=topo.backend_url("events"),
+            database_url=topo.database_url(service),
+            version=spec.version,
+            tags=spec.tags,
+            ttl=spec.ttl,
+            drain_timeout=spec.drain_timeout,
+            state_dir=str(topo.state_path),
+        )
+        argv = [
+            python(), "-m", "qanat.runner.instance",
+            "--app", spec.app, "--fd", "{fd}", "--root", str(topo.root),
+            "--drain-timeout", str(spec.drain_timeout),
+        ]  # fmt: skip
+        return ProcessSpec(
+            name=env.instance_id,
+            group=service,
+            argv=argv,
+            env={**spec.env, **env.to_env()},
+            log_path=topo.state_path / "logs" / f"{env.instance_id}.log",
+            drain_timeout=spec.drain_timeout,
+        )
+
+    def _gateway_spec(self) -> ProcessSpec:
+        topo = self.topology
+        argv = [
+            python(), "-m", "qanat.gateway",
+            "--topology", str(topo.root / "qanat.yaml"),
+            "--host", topo.gateway.host, "--port", "{port}",
+        ]  # fmt: skip
+        return ProcessSpec(
+            name=GATEWAY,
+            group=GATEWAY,
+            argv=argv,
+            env={
+                "QANAT_REGISTRY": topo.backend_url("registry"),
+                "QANAT_CONFIG": topo.backend_url("config"),
+            },
+            log_path=topo.state_path / "logs" / "gateway.log",
+            host=topo.gateway.host,
+            port=self.gateway_port,
+            pass_socket=False,  # the gateway binds its own port (it may run several workers)
+            ready_path="/__qanat/ready",
+        )
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every replica (dependencies first) and the gateway; do not wait."""
+        for service in _dependency_order(self.topology):
+            await self.scale(service, self.topology.services[service].replicas)
+        if self.topology.gateway.enabled and self.topology.gateway.routes:
+            proc = Supervised(self._gateway_spec(), self.notify)
+            self._groups[GATEWAY] = [proc]
+            proc.start()
+
+    async def wait_ready(self, timeout: float) -> list[str]:
+        """Wait until everything is ready; return the names that were not in time."""
+        procs = [p for group in self._groups.values() for p in group]
+        ready = await asyncio.gather(*(p.wait_ready(timeout) for p in procs))
+        return [p.spec.name for p, ok in zip(procs, ready, strict=True) if not ok]
+
+    async def scale(self, service: str, replicas: int) -> None:
+        """Run exactly ``replicas`` instances of ``service``; extra ones stop gracefully."""
+        if service not in self.topology.services:
+            raise KeyError(service)
+        async with self._lock:
+            group = self._groups.setdefault(service, [])
+            while len(group) < replicas:
+                proc = Supervised(self._instance_spec(service, len(group)), self.notify)
+                group.append(proc)
+                proc.start()
+            extra = group[replicas:]
+            del group[replicas:]
+        await asyncio.gather(*(p.stop() for p in extra))
+
+    async def stop(self) -> None:
+        """Stop the gateway first (no new traffic), then services in reverse dependency order."""
+        for proc in self._groups.pop(GATEWAY, []):
+            await proc.stop()
+        for service in reversed(_dependency_order(self.topology)):
+            await asyncio.gather(*(p.stop() for p in self._groups.pop(service, [])))
+
+    def processes(self) -> list[ProcessInfo]:
+        rows = []
+        for group, procs in self._groups.items():
+            for p in procs:
+                rows.append(
+                    ProcessInfo(
+                        group=group,
+                        name=p.spec.name,
+                        status=str(p.status),
+                        url=p.url,
+                        pid=p.pid,
+                        restarts=p.restarts,
+                        last_exit=p.last_exit,
+                    )
+                )
+        return rows
+
+    def all_ready(self) -> bool:
+        return all(p.status is Status.READY for g in self._groups.values() for p in g)
+
+
+def _dependency_order(topology: Topology) -> list[str]:
+    """Services with their dependencies first (a cycle falls back to declaration order)."""
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in order or name in visiting:
+            return
+        visiting.add(name)
+        for dep in topology.services[name].depends_on:
+            visit(dep)
+        visiting.discard(name)
+        order.append(name)
+
+    for name in topology.services:
+        visit(name)
+    return order
