@@ -1,0 +1,97 @@
+"""Catalog: list, search and read products; a product shows its seller from the users service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Query
+from pydantic import BaseModel
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, or_, select
+
+import qanat
+from catalog.seed import PRODUCTS
+from shop_common.db import make_engine
+
+metadata = MetaData()
+products = Table(
+    "products",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("description", String(1000), nullable=False),
+    Column("price_cents", Integer, nullable=False),
+    Column("seller_id", Integer, nullable=False),
+)
+engine = make_engine("catalog")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+        for pid, name, desc, price, seller in PRODUCTS:
+            await conn.execute(insert(products).prefix_with("OR IGNORE").values(
+                id=pid, name=name, description=desc, price_cents=price, seller_id=seller
+            ))  # fmt: skip
+    yield
+    await engine.dispose()
+
+
+app = FastAPI(title="catalog", lifespan=lifespan)
+service = qanat.Service(app, "catalog", depends_on=["users"])
+users = service.client("users")
+
+
+class Product(BaseModel):
+    id: int
+    name: str
+    description: str
+    price_cents: int
+    seller_id: int
+    seller: dict[str, Any] | None = None
+
+
+class ProductPage(BaseModel):
+    items: list[Product]
+    total: int
+    limit: int
+    offset: int
+
+
+@app.get("/products", response_model=ProductPage)
+async def list_products(
+    q: Annotated[str | None, Query(max_length=100, description="search in name and description")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ProductPage:
+    where = []
+    if q:
+        pattern = f"%{q.lower()}%"
+        where.append(or_(func.lower(products.c.name).like(pattern),
+                         func.lower(products.c.description).like(pattern)))  # fmt: skip
+    async with engine.connect() as conn:
+        total = (await conn.execute(select(func.count()).select_from(products).where(*where))).scalar_one()
+        rows = (await conn.execute(
+            select(products).where(*where).order_by(products.c.id).limit(limit).offset(offset)
+        )).all()  # fmt: skip
+    items = [Product(**row._mapping) for row in rows]
+    return ProductPage(items=items, total=total, limit=limit, offset=offset)
+
+
+@app.get("/products/{product_id}", response_model=Product)
+async def get_product(product_id: int) -> Product:
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(products).where(products.c.id == product_id))).first()
+    if row is None:
+        raise HTTPException(404, f"no product with id {product_id}")
+    product = Product(**row._mapping)
+    try:
+        response = await users.get(f"/users/{product.seller_id}")
+        if response.status == 200:
+            seller = response.json()
+            product.seller = {"id": seller["id"], "name": seller["name"]}
+    except qanat.Unavailable:
+        product.seller = None  # degrade: the product is still worth showing
+    return product
