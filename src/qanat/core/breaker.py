@@ -1,0 +1,458 @@
+"""A circuit breaker with the semantics of sony/gobreaker v2.
+
+Closed: calls pass and are counted; when a call fails and
+``ready_to_trip(counts)`` says so, the breaker opens. Open: calls fail fast
+with ``CircuitOpenError`` until ``timeout`` has passed, then the breaker is
+half-open. Half-open: at most ``max_requests`` trial calls are let through
+(more get ``TooManyRequestsError``); ``max_requests`` consecutive successes
+close it, one failure opens it again.
+
+Every state change, and every closed-state ``interval`` of a fixed window,
+starts a new *generation* and clears the counts; a call admitted in an older
+generation has its result ignored. With ``bucket_period`` the closed-state
+window rolls instead: the interval is cut into buckets and the oldest falls
+off as time passes (gobreaker v2 ``BucketPeriod``; see ``window.RollingCounts``).
+
+The decision core is pure and time is passed in: ``allow(now)`` /
+``before(now)`` admit a call and return a ticket, ``after(ticket, ok, now)``
+settles it. ``call``, ``acall`` and ``@breaker`` wrap that core with
+``clock()``. See docs/circuit-breaking.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import ParamSpec, TypeVar, cast
+
+from qanat.core.window import EXCLUDED, FAILURE, SUCCESS, Counts, RollingCounts, Tally
+from qanat.errors import CircuitOpenError, ConfigError, TooManyRequestsError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# A ticket is one int: generation * _SPAN + bucket age. Generations start at 1,
+# so a ticket is always >= _SPAN and the refusals below can be negative ints.
+_SPAN = 1 << 52
+_REFUSED_OPEN = -1
+_REFUSED_FULL = -2
+
+
+class State(StrEnum):
+    """The three states of a circuit breaker."""
+
+    CLOSED = "closed"
+    HALF_OPEN = "half-open"
+    OPEN = "open"
+
+
+_CLOSED, _HALF_OPEN, _OPEN = State.CLOSED, State.HALF_OPEN, State.OPEN
+
+
+def default_ready_to_trip(counts: Counts) -> bool:
+    """gobreaker's default: trip when more than 5 calls in a row failed."""
+    return counts.consecutive_failures > 5
+
+
+def _no(exc: BaseException) -> bool:
+    return False
+
+
+def _seconds(value: float, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0 \
+            or math.isinf(value):
+        raise ConfigError(f"must be a finite number of seconds >= 0, got {value!r}",
+                          source=f"BreakerSettings.{field}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """How a ``CircuitBreaker`` behaves; zeros mean what they mean in gobreaker.
+
+    - ``name``: passed to ``on_state_change`` and shown in errors and stats.
+    - ``max_requests`` (1): trial calls admitted while half-open, and the
+      consecutive successes that close it. 0 means 1.
+    - ``interval`` (0.0 s): length of the closed-state counting window; 0 means
+      counts are only cleared by a state change.
+    - ``timeout`` (60.0 s): time spent open before half-opening. 0 means 60.
+    - ``bucket_period`` (0.0 s): with an ``interval``, makes the window roll in
+      buckets of this length; ``interval`` is rounded up to a multiple of it.
+      0 (or a period >= interval) means a fixed window.
+    - ``ready_to_trip(counts)`` (more than 5 consecutive failures): asked after
+      each closed-state failure; True opens the breaker.
+    - ``on_state_change(name, from_state, to_state)`` (None): called after
+      each change, outside the breaker's lock. It should not raise.
+    - ``is_successful(exc)`` (always False): True counts an exception as a success.
+    - ``is_excluded(exc)`` (always False): True counts an exception as neither
+      success nor failure, only as an exclusion; it frees its half-open slot.
+    """
+
+    name: str = ""
+    max_requests: int = 1
+    interval: float = 0.0
+    timeout: float = 60.0
+    bucket_period: float = 0.0
+    ready_to_trip: Callable[[Counts], bool] = default_ready_to_trip
+    on_state_change: Callable[[str, State, State], None] | None = None
+    is_successful: Callable[[BaseException], bool] = _no
+    is_excluded: Callable[[BaseException], bool] = _no
+
+    def __post_init__(self) -> None:
+        fix = functools.partial(object.__setattr__, self)
+        if isinstance(self.max_requests, bool) or not isinstance(self.max_requests, int) \
+                or self.max_requests < 0:
+            raise ConfigError(f"must be a whole number >= 0, got {self.max_requests!r}",
+                              source="BreakerSettings.max_requests")
+        fix("max_requests", self.max_requests or 1)
+        fix("timeout", _seconds(self.timeout, "timeout") or 60.0)
+        interval = _seconds(self.interval, "interval")
+        period = _seconds(self.bucket_period, "bucket_period")
+        if interval == 0 or period >= interval:
+            period = 0.0 if interval == 0 else period
+            interval = max(interval, period)
+        else:
+            # Round up, but not past float noise: 1.0 / 0.1 is 10.000000000000002.
+            interval = math.ceil(interval / period - 1e-9) * period
+        fix("interval", interval)
+        fix("bucket_period", period)
+
+    @property
+    def buckets(self) -> int:
+        """Buckets in the closed-state window: 1 for a fixed window."""
+        if self.bucket_period == 0:
+            return 1
+        return max(1, round(self.interval / self.bucket_period))
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerStats:
+    """A snapshot for metrics and dashboards."""
+
+    name: str
+    state: State
+    counts: Counts
+    generation: int
+    opened_at: float | None  # clock time the breaker last opened, while it is open
+    retry_after: float | None  # seconds until it half-opens, while it is open
+
+
+class CircuitBreaker:
+    """A gobreaker v2 circuit breaker; thread-safe, cheap on the closed-state path.
+
+    ``clock`` is a zero-argument callable returning seconds (``time.monotonic``
+    by default; ``qanat.testing.FakeClock`` in tests). The sync API may be used
+    from several threads; the async API from one event loop.
+    """
+
+    __slots__ = (
+        "_base", "_clock", "_counts", "_expiry", "_fast", "_generation", "_interval",
+        "_is_excluded", "_is_successful", "_lock", "_max", "_on_change", "_open_message",
+        "_period", "_ready", "_start", "_state", "_timeout", "_transitions", "_window",
+        "name", "settings",
+    )
+
+    def __init__(self, settings: BreakerSettings | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        s = settings if settings is not None else BreakerSettings()
+        self.settings = s
+        self.name = s.name
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._max = s.max_requests
+        self._timeout = s.timeout
+        self._interval = s.interval
+        self._period = s.bucket_period
+        self._window = RollingCounts(s.buckets) if s.buckets > 1 else None
+        self._counts = self._window.total if self._window is not None else Tally()
+        self._ready = s.ready_to_trip
+        self._is_successful = s.is_successful
+        self._is_excluded = s.is_excluded
+        self._on_change = s.on_state_change
+        self._open_message = f"circuit breaker {s.name!r} is open"
+        self._transitions: list[tuple[State, State]] = []
+        self._state = _CLOSED
+        self._generation = 0
+        self._new_generation(clock())
+
+    # -- the pure core: time is passed in ---------------------------------------------
+
+    def allow(self, now: float) -> int | None:
+        """Admit a call at ``now``: its ticket, or None when the breaker refuses it."""
+        ticket = self._admit(now)
+        return ticket if ticket >= 0 else None
+
+    def before(self, now: float) -> int:
+        """Admit a call at ``now`` and return its ticket.
+
+        Raises ``CircuitOpenError`` (with ``retry_after``) when open and
+        ``TooManyRequestsError`` when half-open and the trial quota is taken.
+        """
+        ticket = self._admit(now)
+        if ticket < 0:
+            raise self._refusal(ticket, now)
+        return ticket
+
+    def after(self, ticket: int, success: bool, now: float) -> None:
+        """Settle an admitted call as a success or a failure; stale tickets are ignored."""
+        self._settle(ticket, SUCCESS if success else FAILURE, now)
+
+    def after_excluded(self, ticket: int, now: float) -> None:
+        """Settle an admitted call as an exclusion: neither success nor failure."""
+        self._settle(ticket, EXCLUDED, now)
+
+    def after_exception(self, ticket: int, exc: BaseException, now: float) -> None:
+        """Settle an admitted call that raised ``exc``, via ``is_excluded``/``is_successful``."""
+        if self._is_excluded(exc):
+            outcome = EXCLUDED
+        else:
+            outcome = SUCCESS if self._is_successful(exc) else FAILURE
+        self._settle(ticket, outcome, now)
+
+    def stats(self, now: float | None = None) -> BreakerStats:
+        """State, counts and generation at ``now`` (default: ``clock()``)."""
+        now = self._clock() if now is None else now
+        with self._lock:
+            state = self._current(now)
+            open_ = state is _OPEN
+            stats = BreakerStats(
+                self.name, state, self._counts.snapshot(), self._generation,
+                self._expiry - self._timeout if open_ else None,
+                max(0.0, self._expiry - now) if open_ else None,
+            )
+        if self._transitions:
+            self._flush()
+        return stats
+
+    @property
+    def state(self) -> State:
+        """The state now, by ``clock()`` (an open breaker half-opens when read late)."""
+        return self.stats().state
+
+    @property
+    def counts(self) -> Counts:
+        """A snapshot of the counts in the current window."""
+        with self._lock:
+            return self._counts.snapshot()
+
+    # -- wrappers: the effects ------------------------------------------------------------
+
+    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``fn(*args, **kwargs)`` through the breaker; its exceptions propagate."""
+        # _admit and _settle are inlined: on this hot path a Python call costs as much
+        # as the bookkeeping. On the fast path nothing depends on time: no clock read.
+        lock = self._lock
+        now = 0.0
+        lock.acquire()
+        try:
+            if self._fast:
+                self._counts.requests += 1
+                ticket = self._base
+            else:
+                now = self._clock()
+                ticket = self._admit_slow(now)
+        finally:
+            lock.release()
+        if self._transitions:
+            self._flush()
+        if ticket < 0:
+            raise self._refusal(ticket, now)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            # BaseException too: a KeyboardInterrupt must not leak a half-open slot.
+            self.after_exception(ticket, exc, self._clock())
+            raise
+        lock.acquire()
+        try:
+            if self._fast and ticket == self._base:
+                counts = self._counts
+                counts.total_successes += 1
+                counts.consecutive_successes += 1
+                counts.consecutive_failures = 0
+            else:
+                self._settle_slow(ticket, SUCCESS, self._clock())
+        finally:
+            lock.release()
+        if self._transitions:
+            self._flush()
+        return result
+
+    async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args,
+                    **kwargs: P.kwargs) -> R:
+        """Await ``fn(*args, **kwargs)`` through the breaker.
+
+        A cancellation (e.g. a caller's timeout) counts as a failure unless
+        ``is_excluded`` says otherwise, as gobreaker counts a panic.
+        """
+        ticket = self._admit(None)
+        if ticket < 0:
+            raise self._refusal(ticket, self._clock())
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            self.after_exception(ticket, exc, self._clock())
+            raise
+        self._settle(ticket, SUCCESS, None)
+        return result
+
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Decorate a sync or an async function so each call goes through the breaker."""
+        if inspect.iscoroutinefunction(fn):
+            afn = cast(Callable[P, Awaitable[object]], fn)
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> object:
+                return await self.acall(afn, *args, **kwargs)
+
+            return cast(Callable[P, R], async_wrapper)
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            return self.call(fn, *args, **kwargs)
+
+        return wrapper
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreaker {self.name!r} {self._state.value}>"
+
+    # -- internals (the lock is held where noted) --------------------------------------
+
+    def _admit(self, now: float | None) -> int:
+        """A ticket, or ``_REFUSED_OPEN`` / ``_REFUSED_FULL``; ``now=None`` reads the clock."""
+        # acquire/release, not ``with``: half the cost on CPython 3.11.
+        self._lock.acquire()
+        try:
+            if self._fast:  # closed, fixed window, no interval: time does not matter
+                self._counts.requests += 1
+                ticket = self._base
+            else:
+                ticket = self._admit_slow(self._clock() if now is None else now)
+        finally:
+            self._lock.release()
+        if self._transitions:
+            self._flush()
+        return ticket
+
+    def _admit_slow(self, now: float) -> int:
+        state = self._current(now)
+        counts = self._counts
+        if state is _OPEN:
+            return _REFUSED_OPEN
+        if state is _HALF_OPEN and counts.requests - counts.total_exclusions >= self._max:
+            return _REFUSED_FULL
+        if self._window is None:
+            counts.requests += 1
+            return self._base
+        self._window.on_request()
+        return self._base + self._window.age
+
+    def _refusal(self, ticket: int, now: float) -> CircuitOpenError | TooManyRequestsError:
+        if ticket == _REFUSED_OPEN:
+            # Built like Unavailable.__init__ does (args + retry_after) but without its
+            # Python-level __init__, which costs more than the rest of a refusal.
+            exc = CircuitOpenError.__new__(CircuitOpenError, self._open_message)
+            exc.retry_after = max(0.0, self._expiry - now)
+            return exc
+        return TooManyRequestsError(
+            f"circuit breaker {self.name!r} is half-open and its {self._max} trial "
+            "call(s) are taken", retry_after=None)
+
+    def _settle(self, ticket: int, outcome: int, now: float | None) -> None:
+        self._lock.acquire()
+        try:
+            if self._fast and ticket == self._base and outcome == SUCCESS:
+                counts = self._counts
+                counts.total_successes += 1
+                counts.consecutive_successes += 1
+                counts.consecutive_failures = 0
+            else:
+                self._settle_slow(ticket, outcome, self._clock() if now is None else now)
+        finally:
+            self._lock.release()
+        if self._transitions:
+            self._flush()
+
+    def _settle_slow(self, ticket: int, outcome: int, now: float) -> None:
+        state = self._current(now)
+        age = ticket - self._base
+        if not 0 <= age < _SPAN:
+            return  # admitted in an earlier generation: ignored
+        if outcome == FAILURE and state is _HALF_OPEN:
+            self._set_state(_OPEN, now)
+            return
+        if self._window is None:
+            self._counts.record(outcome)
+        else:
+            self._window.record(age, outcome)
+        if outcome == SUCCESS:
+            if state is _HALF_OPEN and self._counts.consecutive_successes >= self._max:
+                self._set_state(_CLOSED, now)
+        elif outcome == FAILURE and self._ready(self._counts.snapshot()):
+            self._set_state(_OPEN, now)
+
+    def _current(self, now: float) -> State:
+        """Apply the clock: interval expiry, window roll, open -> half-open. Lock held."""
+        state = self._state
+        if state is _CLOSED:
+            if now > self._expiry:
+                self._new_generation(now)
+            elif self._window is not None:
+                age = int((now - self._start) // self._period)
+                if age > self._window.age:
+                    self._window.grow(age)
+        elif state is _OPEN and now > self._expiry:
+            self._set_state(_HALF_OPEN, now)
+        return self._state
+
+    def _set_state(self, state: State, now: float) -> None:
+        """Lock held. The callback is queued and run by ``_flush`` after the lock."""
+        prev = self._state
+        if prev is state:
+            return
+        self._state = state
+        self._new_generation(now)
+        if self._on_change is not None:
+            self._transitions.append((prev, state))
+
+    def _new_generation(self, now: float) -> None:
+        """Lock held (or construction). Clear the counts and set the state's expiry."""
+        self._generation += 1
+        self._base = self._generation * _SPAN
+        self._start = now
+        if self._window is not None:
+            self._window.clear()
+        else:
+            self._counts.clear()
+        if self._state is _OPEN:
+            self._expiry = now + self._timeout
+        elif self._state is _CLOSED and self._interval and self._window is None:
+            self._expiry = now + self._interval
+        else:
+            self._expiry = math.inf
+        self._fast = self._state is _CLOSED and self._expiry == math.inf and self._window is None
+
+    def _flush(self) -> None:
+        """Run queued ``on_state_change`` callbacks, in order, outside the lock."""
+        with self._lock:
+            pending, self._transitions = self._transitions, []
+        callback = self._on_change
+        if callback is not None:
+            for prev, state in pending:
+                callback(self.name, prev, state)
+
+
+__all__ = [
+    "BreakerSettings",
+    "BreakerStats",
+    "CircuitBreaker",
+    "Counts",
+    "State",
+    "default_ready_to_trip",
+]

@@ -1,0 +1,245 @@
+"""Rolling windows of time buckets, for the circuit breaker and the adaptive throttle.
+
+Two shapes, both pure (time is passed in, nothing here sleeps or locks):
+
+- ``Counts`` / ``Tally`` / ``RollingCounts``: the circuit breaker's request
+  counts, in a fixed window or a rolling window of buckets, with the rules of
+  sony/gobreaker v2 (``counter.go``): a result is credited to the bucket its
+  request was admitted in, a result whose bucket already fell off the window
+  is dropped, and a run of consecutive results loses the part that fell off.
+- ``RollingWindow``: a count and a sum of hits over the last ``size`` buckets
+  of ``width`` seconds each, as go-zero's ``collection.RollingWindow`` (used
+  there by the Google SRE breaker).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+# How a call ended, for ``Tally.record`` and ``RollingCounts.record``.
+SUCCESS, FAILURE, EXCLUDED = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """A snapshot of a circuit breaker's counts in its current window (gobreaker ``Counts``).
+
+    ``requests`` counts admitted calls, including those still in flight; every
+    finished call is exactly one of a success, a failure or an exclusion.
+    """
+
+    requests: int = 0
+    total_successes: int = 0
+    total_failures: int = 0
+    total_exclusions: int = 0
+    consecutive_successes: int = 0
+    consecutive_failures: int = 0
+
+
+class Tally:
+    """Mutable counts, the working copy behind ``Counts`` (kept cheap: slots, no checks)."""
+
+    __slots__ = (
+        "consecutive_failures",
+        "consecutive_successes",
+        "requests",
+        "total_exclusions",
+        "total_failures",
+        "total_successes",
+    )
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        """Reset every count to zero."""
+        self.requests = 0
+        self.total_successes = 0
+        self.total_failures = 0
+        self.total_exclusions = 0
+        self.consecutive_successes = 0
+        self.consecutive_failures = 0
+
+    def on_success(self) -> None:
+        """Count a success: it extends the success run and ends the failure run."""
+        self.total_successes += 1
+        self.consecutive_successes += 1
+        self.consecutive_failures = 0
+
+    def on_failure(self) -> None:
+        """Count a failure: it extends the failure run and ends the success run."""
+        self.total_failures += 1
+        self.consecutive_failures += 1
+        self.consecutive_successes = 0
+
+    def record(self, outcome: int) -> None:
+        """Count a finished call: ``SUCCESS``, ``FAILURE`` or ``EXCLUDED``."""
+        if outcome == SUCCESS:
+            self.on_success()
+        elif outcome == FAILURE:
+            self.on_failure()
+        else:
+            self.total_exclusions += 1
+
+    def is_empty(self) -> bool:
+        """True when nothing has been counted since the last ``clear``."""
+        return not (self.requests or self.total_exclusions or self.total_successes
+                    or self.total_failures)
+
+    def snapshot(self) -> Counts:
+        """An immutable copy, safe to hand to user callbacks and dashboards."""
+        return Counts(
+            self.requests,
+            self.total_successes,
+            self.total_failures,
+            self.total_exclusions,
+            self.consecutive_successes,
+            self.consecutive_failures,
+        )
+
+
+class RollingCounts:
+    """gobreaker v2's ``rollingCounts``: totals over the last ``len(buckets)`` bucket ages.
+
+    ``age`` is the index of the current bucket since the window was cleared;
+    ``total`` always equals the sum of the buckets (up to the consecutive-run
+    heuristic, which follows gobreaker exactly: see ``_drop``).
+    """
+
+    __slots__ = ("age", "buckets", "total")
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"a rolling window needs at least one bucket, got {size}")
+        self.total = Tally()
+        self.buckets = [Tally() for _ in range(size)]
+        self.age = 0
+
+    def clear(self) -> None:
+        """Forget everything and restart at age 0."""
+        self.total.clear()
+        for bucket in self.buckets:
+            bucket.clear()
+        self.age = 0
+
+    def on_request(self) -> None:
+        """Count an admitted request in the current bucket."""
+        self.total.requests += 1
+        self.buckets[self.age % len(self.buckets)].requests += 1
+
+    def record(self, age: int, outcome: int) -> None:
+        """Credit a finished call to the bucket it was admitted in (``age``).
+
+        Dropped when that bucket has already fallen off the window.
+        """
+        if age > self.age or self.age - age >= len(self.buckets):
+            return
+        self.total.record(outcome)
+        self.buckets[age % len(self.buckets)].record(outcome)
+
+    def grow(self, age: int) -> None:
+        """Move the window forward to ``age``, dropping the buckets that fall off."""
+        if age <= self.age:
+            return
+        size = len(self.buckets)
+        if age - self.age >= size:
+            self.clear()
+            self.age = age
+            return
+        while self.age < age:
+            self.age += 1
+            oldest = self.buckets[self.age % size]
+            if not oldest.is_empty():
+                self._drop(oldest)
+                oldest.clear()
+
+    def _drop(self, oldest: Tally) -> None:
+        """Subtract the oldest bucket from the totals.
+
+        A consecutive run loses the oldest bucket's share only if the run spans
+        every newer bucket, i.e. it equals the oldest bucket's trailing run plus
+        all of the newer buckets' results of that kind (gobreaker ``subtract``).
+        """
+        total = self.total
+        newer_successes = -oldest.total_successes
+        newer_failures = -oldest.total_failures
+        for bucket in self.buckets:
+            newer_successes += bucket.total_successes
+            newer_failures += bucket.total_failures
+        if total.consecutive_successes == oldest.consecutive_successes + newer_successes:
+            total.consecutive_successes -= min(
+                total.consecutive_successes, oldest.consecutive_successes
+            )
+        if total.consecutive_failures == oldest.consecutive_failures + newer_failures:
+            total.consecutive_failures -= min(
+                total.consecutive_failures, oldest.consecutive_failures
+            )
+        total.requests -= min(total.requests, oldest.requests)
+        total.total_successes -= min(total.total_successes, oldest.total_successes)
+        total.total_failures -= min(total.total_failures, oldest.total_failures)
+        total.total_exclusions -= min(total.total_exclusions, oldest.total_exclusions)
+
+
+class RollingWindow:
+    """A count of events and of hits over the last ``size`` buckets of ``width`` seconds.
+
+    Buckets are aligned to multiples of ``width`` on the caller's clock, so the
+    window covers between ``(size - 1) * width`` and ``size * width`` seconds of
+    history. Totals are kept incrementally: ``add`` and ``totals`` are O(1)
+    except when the window moves, which costs one step per bucket passed (at
+    most ``size``). Counts are integers, so they never drift.
+    """
+
+    __slots__ = ("_counts", "_hits", "_slot", "_total_count", "_total_hits", "size", "width")
+
+    def __init__(self, size: int, width: float) -> None:
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be a positive number of buckets, got {size!r}")
+        if not (isinstance(width, int | float) and math.isfinite(width) and width > 0):
+            raise ValueError(f"width must be a positive number of seconds, got {width!r}")
+        self.size = size
+        self.width = float(width)
+        self._counts = [0] * size
+        self._hits = [0] * size
+        self._total_count = 0
+        self._total_hits = 0
+        self._slot: int | None = None  # absolute bucket number of the newest bucket
+
+    def _advance(self, now: float) -> int:
+        """Roll the window to the bucket that holds ``now``; return its index."""
+        slot = int(now // self.width)
+        last = self._slot
+        if last is None or slot - last >= self.size:
+            self._counts = [0] * self.size
+            self._hits = [0] * self.size
+            self._total_count = self._total_hits = 0
+        elif slot > last:
+            counts, hits = self._counts, self._hits
+            for step in range(last + 1, slot + 1):
+                i = step % self.size
+                self._total_count -= counts[i]
+                self._total_hits -= hits[i]
+                counts[i] = hits[i] = 0
+        else:
+            # A clock that steps back stays in the newest bucket, not rewriting history.
+            slot = last
+        self._slot = slot
+        return slot % self.size
+
+    def add(self, now: float, hit: bool) -> None:
+        """Count one event at ``now``; ``hit`` says whether it also counts as a hit."""
+        i = self._advance(now)
+        self._counts[i] += 1
+        self._total_count += 1
+        if hit:
+            self._hits[i] += 1
+            self._total_hits += 1
+
+    def totals(self, now: float) -> tuple[int, int]:
+        """``(events, hits)`` in the window that ends at ``now``."""
+        self._advance(now)
+        return self._total_count, self._total_hits
+
+
+__all__ = ["EXCLUDED", "FAILURE", "SUCCESS", "Counts", "RollingCounts", "RollingWindow", "Tally"]
