@@ -6,6 +6,8 @@ clear ``ConfigError`` whichever backend is behind the port.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import math
 from typing import Any
@@ -156,3 +158,19 @@ def memory_namespace(url: str, scheme: str = "memory") -> str | None:
         raise ConfigError(f"expected a {scheme}:// URL, got {url!r}", source="backend URL")
     name = (parts.netloc + parts.path).strip("/")
     return name or None
+
+
+async def cancel_and_wait(task: asyncio.Task[None] | None) -> None:
+    """Cancel a background task we own and wait for it to finish.
+
+    Only the cancellation we asked for is swallowed: if the caller itself is
+    being cancelled, that cancellation propagates.
+    """
+    if task is None or task.done():
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    current = asyncio.current_task()
+    if current is not None and current.cancelling():
+        raise asyncio.CancelledError

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Self
 
 from qanat.backends._common import (
+    cancel_and_wait,
     check_instance,
     check_ttl,
     memory_namespace,
@@ -145,7 +146,7 @@ class MemoryRegistry:
         key = (instance.service, instance.id)
         old = self._leases.pop(key, None)
         if old is not None:
-            await _cancel(old.task)
+            await cancel_and_wait(old.task)
             self._state.leases.pop(old.token, None)
         lease = _Lease(instance, ttl, self._state.put(instance, ttl))
         lease.task = asyncio.create_task(self._keepalive(lease), name=f"qanat-keepalive-{key}")
@@ -169,7 +170,7 @@ class MemoryRegistry:
         self._check_open()
         lease = self._leases.pop((service, instance_id), None)
         if lease is not None:
-            await _cancel(lease.task)
+            await cancel_and_wait(lease.task)
             self._state.leases.pop(lease.token, None)
         self._state.remove(service, instance_id)
 
@@ -240,25 +241,14 @@ class MemoryRegistry:
             return
         self._closed = True
         for (service, iid), lease in list(self._leases.items()):
-            await _cancel(lease.task)
+            await cancel_and_wait(lease.task)
             if deregister:
                 self._state.leases.pop(lease.token, None)
-                self._state.remove(service, iid)
+                rec = self._state.records.get(service, {}).get(iid)
+                if rec is not None and rec.lease == lease.token:  # not if someone took it over
+                    self._state.remove(service, iid)
         self._leases.clear()
         self._state.notify()  # wake watchers so they see they are closed
-
-
-async def _cancel(task: asyncio.Task[None] | None) -> None:
-    if task is None or task.done():
-        return
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        # Swallow only the cancellation we caused; re-raise if we are being cancelled too.
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise
 
 
 __all__ = ["MemoryConfigStore", "MemoryRegistry"]
