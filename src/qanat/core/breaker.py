@@ -114,10 +114,11 @@ class BreakerSettings:
         fix("timeout", _seconds(self.timeout, "timeout") or 60.0)
         interval = _seconds(self.interval, "interval")
         period = _seconds(self.bucket_period, "bucket_period")
-        if interval == 0 or period >= interval:
-            period = 0.0 if interval == 0 else period
-            interval = max(interval, period)
-        else:
+        if interval == 0:
+            period = 0.0
+        elif period >= interval:
+            interval = period  # gobreaker rounds up to one whole bucket: a fixed window
+        elif period > 0:
             # Round up, but not past float noise: 1.0 / 0.1 is 10.000000000000002.
             interval = math.ceil(interval / period - 1e-9) * period
         fix("interval", interval)

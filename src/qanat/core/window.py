@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from qanat.errors import ConfigError
+
 # How a call ended, for ``Tally.record`` and ``RollingCounts.record``.
 SUCCESS, FAILURE, EXCLUDED = 0, 1, 2
 
@@ -111,7 +113,8 @@ class RollingCounts:
 
     def __init__(self, size: int) -> None:
         if size < 1:
-            raise ValueError(f"a rolling window needs at least one bucket, got {size}")
+            raise ConfigError(f"needs at least one bucket, got {size!r}",
+                              source="RollingCounts.size")
         self.total = Tally()
         self.buckets = [Tally() for _ in range(size)]
         self.age = 0
@@ -194,10 +197,12 @@ class RollingWindow:
     __slots__ = ("_counts", "_hits", "_slot", "_total_count", "_total_hits", "size", "width")
 
     def __init__(self, size: int, width: float) -> None:
-        if not isinstance(size, int) or size < 1:
-            raise ValueError(f"size must be a positive number of buckets, got {size!r}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(f"must be a whole number of buckets >= 1, got {size!r}",
+                              source="RollingWindow.size")
         if not (isinstance(width, int | float) and math.isfinite(width) and width > 0):
-            raise ValueError(f"width must be a positive number of seconds, got {width!r}")
+            raise ConfigError(f"must be a finite number of seconds > 0, got {width!r}",
+                              source="RollingWindow.width")
         self.size = size
         self.width = float(width)
         self._counts = [0] * size
