@@ -8,6 +8,9 @@ import threading
 from typing import Any
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from qanat.core.breaker import (
     BreakerSettings,
@@ -478,3 +481,118 @@ def test_pure_core_uses_the_time_passed_in() -> None:
         breaker.after(breaker.before(100.0), False, 100.0)
     assert breaker.allow(105.0) is None
     assert breaker.allow(105.5) is not None
+
+
+# -- invariants over random histories ------------------------------------------------------
+
+_EDGES = {
+    (State.CLOSED, State.OPEN),
+    (State.OPEN, State.HALF_OPEN),
+    (State.HALF_OPEN, State.CLOSED),
+    (State.HALF_OPEN, State.OPEN),
+}
+
+
+class BreakerMachine(RuleBasedStateMachine):
+    """Random admissions, outcomes and clock moves against gobreaker's invariants."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = FakeClock(start=0.0)
+        self.changes: list[tuple[State, State]] = []
+        self.inflight: list[tuple[int, int]] = []  # (ticket, generation at admission)
+
+    @initialize(
+        max_requests=st.integers(1, 4),
+        interval=st.sampled_from([0.0, 5.0]),
+        bucket_period=st.sampled_from([0.0, 1.0]),
+        timeout=st.sampled_from([0.5, 3.0]),
+        threshold=st.integers(1, 4),
+    )
+    def build(self, max_requests: int, interval: float, bucket_period: float, timeout: float,
+              threshold: int) -> None:
+        self.threshold = threshold
+        self.settings = BreakerSettings(
+            name="m", max_requests=max_requests, interval=interval,
+            bucket_period=bucket_period, timeout=timeout,
+            ready_to_trip=lambda c: c.consecutive_failures >= threshold,
+            on_state_change=lambda name, old, new: self.changes.append((old, new)),
+        )
+        self.breaker = CircuitBreaker(self.settings, clock=self.clock)
+
+    def current_inflight(self, generation: int) -> int:
+        return sum(1 for _, gen in self.inflight if gen == generation)
+
+    @rule()
+    def admit(self) -> None:
+        now = self.clock()
+        before = self.breaker.stats(now)
+        ticket = self.breaker.allow(now)
+        if before.state is State.OPEN:
+            assert ticket is None, "an open breaker admitted a call before its timeout"
+        if before.state is State.CLOSED:
+            assert ticket is not None, "a closed breaker refused a call"
+        if ticket is not None:
+            self.inflight.append((ticket, self.breaker.stats(now).generation))
+
+    @rule(data=st.data(), outcome=st.sampled_from(["success", "failure", "excluded"]))
+    def finish(self, data: st.DataObject, outcome: str) -> None:
+        if not self.inflight:
+            return
+        i = data.draw(st.integers(0, len(self.inflight) - 1))
+        ticket, generation = self.inflight.pop(i)
+        now = self.clock()
+        before = self.breaker.stats(now)
+        if outcome == "excluded":
+            self.breaker.after_excluded(ticket, now)
+        else:
+            self.breaker.after(ticket, outcome == "success", now)
+        if generation != before.generation:
+            assert self.breaker.stats(now) == before, "a stale result changed the breaker"
+
+    @rule(seconds=st.sampled_from([0.1, 0.5, 1.0, 2.5, 6.0]))
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @invariant()
+    def counts_add_up(self) -> None:
+        if not hasattr(self, "breaker"):
+            return
+        stats = self.breaker.stats(self.clock())
+        c = stats.counts
+        done = c.total_successes + c.total_failures + c.total_exclusions
+        if self.settings.buckets == 1:
+            # A fixed window: every admitted call of this generation is done or in flight.
+            assert c.requests == done + self.current_inflight(stats.generation)
+            assert c.consecutive_successes <= c.total_successes
+            assert c.consecutive_failures <= c.total_failures
+        else:
+            # A rolling window credits results to their bucket, so it can only lose both.
+            assert c.requests >= done
+        assert not (c.consecutive_successes and c.consecutive_failures)
+
+    @invariant()
+    def states_behave(self) -> None:
+        if not hasattr(self, "breaker"):
+            return
+        stats = self.breaker.stats(self.clock())
+        if stats.state is State.CLOSED:
+            assert stats.counts.consecutive_failures < self.threshold, "should have tripped"
+        if stats.state is State.HALF_OPEN:
+            live = self.current_inflight(stats.generation)
+            assert live <= self.settings.max_requests
+        if stats.state is State.OPEN:
+            assert stats.opened_at is not None and stats.retry_after is not None
+            assert self.clock() - stats.opened_at <= self.settings.timeout
+        for old, new in self.changes:
+            assert (old, new) in _EDGES
+        for (_, new), (old, _) in zip(self.changes, self.changes[1:], strict=False):
+            assert new == old, "transitions must chain"
+        if self.changes:
+            assert self.changes[0][0] is State.CLOSED
+            assert self.changes[-1][1] is stats.state
+
+
+BreakerMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=60,
+                                            deadline=None)
+TestBreakerMachine = BreakerMachine.TestCase
