@@ -1,0 +1,366 @@
+"""One client connection: parse with httptools, validate, queue, answer in order.
+
+See ``server.py`` for the lifecycle rules this implements. Every request head
+is checked by ``hardening.check_head`` before anything else sees it; a
+rejection is answered after the responses already owed, then the connection
+closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, NoReturn, cast
+
+import httptools
+
+from qanat.gateway.body import RequestBody
+from qanat.gateway.filters import Reply
+from qanat.gateway.hardening import Head, RequestRejected, check_head, parse_error
+from qanat.gateway.headers import request_id_for
+from qanat.gateway.problem import problem
+from qanat.gateway.writer import write_reply
+
+if TYPE_CHECKING:
+    from qanat.gateway.server import HttpServer
+
+IDLE, HEADERS, BODY = 1, 2, 3
+_NO_BODY = frozenset((204, 304))
+_OVER_CAP = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\n"
+    b"connection: close\r\ncontent-length: 121\r\n\r\n"
+    b'{"type":"urn:qanat:problem:too-many-connections","title":"Service Unavailable",'
+    b'"status":503,"detail":"connection cap reached"}'
+)
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Request:
+    """A parsed, validated request head plus its body stream (None when bodiless)."""
+
+    __slots__ = ("body", "head", "headers", "keep_alive", "method", "peer", "scheme", "target",
+                 "version")
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        head: Head,
+        version: str,
+        keep_alive: bool,
+        body: RequestBody | None,
+        peer: bytes,
+        scheme: bytes,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.head = head
+        self.version = version
+        self.keep_alive = keep_alive
+        self.body = body
+        self.peer = peer
+        self.scheme = scheme
+
+
+App = Callable[[Request], Awaitable[Reply]]
+
+
+class HttpProtocol(asyncio.Protocol):
+    """The state of one client connection (see ``server.py`` for the rules)."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self._srv = server
+        self._limits = server.limits
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._peer = b""
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
+        self._in_head = False
+        self._current: Request | None = None  # the request whose body is being parsed
+        self._queue: deque[Request | RequestRejected] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._error: RequestRejected | None = None
+        self._closing = False  # no more parsing
+        self._pipe_paused = False
+        self._body_pauses = 0
+        self._reading = True
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self.deadline = 0.0
+        self._deadline_kind = 0
+        self.served = 0
+
+    # -- connection events --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._transport = transport
+        srv = self._srv
+        if len(srv.connections) >= self._limits.max_connections or srv.draining:
+            srv.refused += 1
+            self._closing = True
+            transport.write(_OVER_CAP)
+            transport.close()
+            return
+        srv.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        self._peer = str(peer[0]).encode() if isinstance(peer, tuple) else b"unix"
+        self._arm(HEADERS, self._limits.header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._srv.forget(self)
+        cur = self._current
+        if cur is not None and cur.body is not None:
+            cur.body.fail(RequestRejected(400, "the client closed the connection"))
+        if self._task is not None:
+            self._task.cancel()
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_exception(ConnectionResetError("client closed the connection"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            self._reject(self._error or RequestRejected(500, f"internal error: {exc}"))
+        except httptools.HttpParserUpgrade:
+            self._on_upgrade()
+        except httptools.HttpParserError as exc:
+            self._reject(parse_error(exc))
+
+    # -- httptools callbacks ------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._in_head = True
+        self._arm(HEADERS, self._limits.header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._header_bytes += len(url)
+        if len(self._url) > self._limits.max_url_bytes:
+            self._fail(RequestRejected(414, f"the request target is over "
+                                            f"{self._limits.max_url_bytes} bytes"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self._limits.max_header_bytes:
+            self._fail(RequestRejected(431, f"the request head is over "
+                                            f"{self._limits.max_header_bytes} bytes"))
+        if len(self._headers) >= self._limits.max_headers:
+            self._fail(RequestRejected(431, f"more than {self._limits.max_headers} header lines"))
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser = self._parser
+        version = parser.get_http_version()
+        try:
+            head = check_head(version, self._headers, self._limits.max_body_bytes)
+        except RequestRejected as exc:
+            self._fail(exc)
+        body = None
+        if head.chunked or head.content_length:
+            send_continue = self._send_continue if head.expect_continue else None
+            body = RequestBody(self._pause_body, self._resume_body, send_continue)
+            self._arm(BODY, self._limits.body_timeout)
+        else:
+            self.deadline = 0.0
+        req = Request(parser.get_method(), self._url, self._headers, head, version,
+                      parser.should_keep_alive(), body, self._peer, self._srv.scheme)
+        self._current = req
+        self._enqueue(req)
+
+    def on_body(self, chunk: bytes) -> None:
+        cur = self._current
+        assert cur is not None and cur.body is not None
+        body = cur.body
+        if body.received + len(chunk) > self._limits.max_body_bytes:
+            self._fail(RequestRejected(413, f"the body is over the limit of "
+                                            f"{self._limits.max_body_bytes} bytes"))
+        body.feed(chunk)
+        if self._deadline_kind == BODY and self._reading:
+            self.deadline = self._srv.clock() + self._limits.body_timeout
+
+    def on_message_complete(self) -> None:
+        cur = self._current
+        if cur is not None and cur.body is not None:
+            cur.body.finish()
+        self._current = None
+        if self._deadline_kind == BODY:
+            self.deadline = 0.0
+
+    # -- errors, deadlines, flow control -------------------------------------------
+
+    def _fail(self, exc: RequestRejected) -> NoReturn:
+        """Raise from a callback: httptools stops parsing, ``data_received`` rejects."""
+        self._error = exc
+        raise exc
+
+    def _reject(self, exc: RequestRejected) -> None:
+        self._closing = True
+        self.deadline = 0.0
+        if self._transport is not None:
+            self._transport.pause_reading()
+        cur = self._current
+        if cur is not None and cur.body is not None and not cur.body.done:
+            cur.body.fail(exc)  # its handler answers, then the connection closes
+        else:
+            self._enqueue(exc)
+
+    def _on_upgrade(self) -> None:
+        """llhttp stops at ``Connection: upgrade`` and CONNECT; we upgrade nothing.
+
+        A bodiless upgrade request is served as a plain request (Upgrade is
+        hop-by-hop and never forwarded), then the connection closes.
+        """
+        last = self._queue[-1] if self._queue else None
+        req = last if isinstance(last, Request) else None
+        if req is None or req.method == b"CONNECT" or req.body is not None:
+            if req is not None:
+                self._queue.pop()  # queued by this very feed_data call: not started yet
+            self._reject(RequestRejected(501, "CONNECT and protocol upgrades are not supported"))
+            return
+        req.keep_alive = False
+        self._closing = True
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def _arm(self, kind: int, seconds: float) -> None:
+        self._deadline_kind = kind
+        self.deadline = self._srv.clock() + seconds
+
+    def on_deadline(self) -> None:
+        """Called by the server's sweep when ``deadline`` has passed."""
+        kind = self._deadline_kind
+        self.deadline = 0.0
+        if kind == HEADERS and self._in_head:
+            self._reject(RequestRejected(408, "the request head did not arrive in time"))
+        elif kind == BODY:
+            self._reject(RequestRejected(408, "the request body stalled"))
+        elif self._task is None:
+            self.close()  # idle keep-alive, or a connection that never sent a byte
+
+    def _pause_body(self) -> None:
+        self._body_pauses += 1
+        self._set_reading()
+
+    def _resume_body(self) -> None:
+        self._body_pauses -= 1
+        self._set_reading()
+
+    def _set_reading(self) -> None:
+        want = not self._pipe_paused and self._body_pauses <= 0 and not self._closing
+        if want == self._reading or self._transport is None:
+            return
+        self._reading = want
+        if want:
+            self._transport.resume_reading()
+            if self._deadline_kind == BODY and self._current is not None:
+                self.deadline = self._srv.clock() + self._limits.body_timeout
+        else:
+            self._transport.pause_reading()
+            if self._deadline_kind == BODY:
+                self.deadline = 0.0  # we are not reading: the client is not slow
+
+    def _send_continue(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(_CONTINUE)
+
+    def close_if_idle(self) -> None:
+        if self._task is None and not self._in_head:
+            self.close()
+
+    def close(self) -> None:
+        self._closing = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        self._closing = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- answering ---------------------------------------------------------------
+
+    def _enqueue(self, item: Request | RequestRejected) -> None:
+        self._queue.append(item)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        elif len(self._queue) > self._limits.max_pipelined and not self._pipe_paused:
+            self._pipe_paused = True
+            self._set_reading()
+
+    async def _run(self) -> None:
+        try:
+            while self._queue:
+                item = self._queue.popleft()
+                if self._pipe_paused and len(self._queue) <= self._limits.max_pipelined // 2:
+                    self._pipe_paused = False
+                    self._set_reading()
+                if isinstance(item, RequestRejected):
+                    reply = problem(item.status, item.detail, request_id_for(self._headers),
+                                    close=True)
+                    self._srv.rejected[item.status] = self._srv.rejected.get(item.status, 0) + 1
+                    await write_reply(self, None, reply, keep=False)
+                    self.close()
+                    return
+                if not await self._serve(item):
+                    self.close()
+                    return
+        finally:
+            self._task = None
+        if not self._closing and not self._in_head:
+            self._arm(IDLE, self._limits.idle_timeout)
+
+    async def _serve(self, req: Request) -> bool:
+        try:
+            reply = await self._srv.app(req)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug in a filter must not kill the connection silently
+            reply = problem(500, f"internal error: {type(exc).__name__}",
+                            request_id_for(req.headers), close=True)
+        body = req.body
+        keep = (req.keep_alive and not reply.close and not self._srv.draining
+                and not self._closing and (body is None or (body.done and body.error is None)))
+        self._srv.requests += 1
+        self.served += 1
+        if reply.status >= 400 and reply.stream is None:
+            self._srv.rejected[reply.status] = self._srv.rejected.get(reply.status, 0) + 1
+        return await write_reply(self, req, reply, keep=keep)
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self._transport
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below its low-water mark."""
+        if self._write_paused:
+            self._drain = asyncio.get_running_loop().create_future()
+            try:
+                await self._drain
+            finally:
+                self._drain = None
+
+
+__all__ = ["App", "HttpProtocol", "Request"]

@@ -1,0 +1,166 @@
+"""The one calling convention every gateway filter shares, and their registry.
+
+A filter is an async callable ``(exchange, call_next) -> Reply``, the shape of
+a Starlette middleware or an Envoy HTTP filter reduced to one function: it
+may inspect or edit ``exchange`` (the request, already routed), answer at
+once (a 401, a 429) without calling ``call_next``, or call it and edit the
+``Reply`` on the way back. Filters of a route run in declaration order
+around the proxy, which is the innermost handler.
+
+A route names its filters in config (``filters: [{name: rate_limit, config:
+{...}}]``); ``register_filter(name, factory)`` makes a name known. A factory
+receives the filter's ``config`` mapping and the route's name, and returns the
+filter or raises ``ConfigError``: a bad filter config rejects the route set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from qanat.errors import ConfigError
+
+HeaderList = list[tuple[bytes, bytes]]
+
+
+class Exchange:
+    """One request as the filters and the proxy see it.
+
+    ``path`` is the normalised path the route matched (and, unless the route
+    rewrites it, the one forwarded); ``headers`` have lower-case names and are
+    the client's, before the gateway's forwarding edits; ``state`` is a dict
+    for filters to share data within the request.
+    """
+
+    __slots__ = (
+        "authority", "body", "connection", "headers", "host", "method", "params", "path",
+        "peer", "query", "request_id", "route", "scheme", "state",
+    )
+
+    def __init__(
+        self,
+        method: bytes,
+        path: bytes,
+        query: bytes,
+        headers: HeaderList,
+        *,
+        host: bytes,
+        authority: bytes,
+        peer: bytes,
+        scheme: bytes,
+        request_id: bytes,
+        connection: tuple[bytes, ...] = (),
+        body: bytes | AsyncIterable[bytes] | None = None,
+        route: Any = None,
+        params: dict[str, str] | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.host = host  # lower-case, no port: what routing used
+        self.authority = authority  # the Host value as sent
+        self.peer = peer
+        self.scheme = scheme
+        self.request_id = request_id
+        self.connection = connection
+        self.body = body
+        self.route = route
+        self.params = params or {}
+        self.state: dict[str, Any] | None = None
+
+
+class Reply:
+    """A response for the server to write.
+
+    Exactly one of ``body`` (complete) or ``stream`` (chunks, with ``release``
+    called once when writing ends, however it ends) is set, or neither for no
+    body. A ``content-length`` in ``headers`` frames a stream; without one a
+    stream is sent chunked. ``close`` asks to close the connection after.
+    """
+
+    __slots__ = ("body", "close", "headers", "reason", "release", "status", "stream")
+
+    def __init__(
+        self,
+        status: int,
+        headers: HeaderList,
+        body: bytes | None = None,
+        *,
+        stream: AsyncIterator[bytes] | None = None,
+        release: Callable[[], Awaitable[None]] | None = None,
+        reason: bytes = b"",
+        close: bool = False,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.stream = stream
+        self.release = release
+        self.reason = reason
+        self.close = close
+
+
+Handler = Callable[[Exchange], Awaitable[Reply]]
+
+
+class Filter(Protocol):
+    """``async def __call__(exchange, call_next) -> Reply``: the filter signature."""
+
+    def __call__(self, exchange: Exchange, call_next: Handler) -> Awaitable[Reply]: ...
+
+
+FilterFactory = Callable[[Mapping[str, Any], str], Filter]
+_REGISTRY: dict[str, FilterFactory] = {}
+
+
+def register_filter(name: str, factory: FilterFactory) -> None:
+    """Make ``name`` usable in route configs; re-registering a name replaces it."""
+    _REGISTRY[name] = factory
+
+
+def unregister_filter(name: str) -> None:
+    """Forget ``name`` (tests use this to clean up)."""
+    _REGISTRY.pop(name, None)
+
+
+def build_filter(name: str, config: Mapping[str, Any], route: str, where: str) -> Filter:
+    """Instantiate a named filter; unknown names and bad configs raise ConfigError."""
+    factory = _REGISTRY.get(name)
+    if factory is None:
+        known = ", ".join(sorted(_REGISTRY)) or "none registered"
+        raise ConfigError(f"unknown filter {name!r} (known: {known})", source=where)
+    try:
+        return factory(config, route)
+    except ConfigError as exc:
+        raise ConfigError(exc.reason, source=f"{where}.config") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc), source=f"{where}.config") from None
+
+
+def chain(filters: list[Filter], inner: Handler) -> Handler:
+    """Wrap ``inner`` so ``filters[0]`` runs first (outermost)."""
+    handler = inner
+    for f in reversed(filters):
+        handler = _bind(f, handler)
+    return handler
+
+
+def _bind(f: Filter, call_next: Handler) -> Handler:
+    def run(exchange: Exchange) -> Awaitable[Reply]:
+        return f(exchange, call_next)
+
+    return run
+
+
+__all__ = [
+    "Exchange",
+    "Filter",
+    "FilterFactory",
+    "Handler",
+    "Reply",
+    "build_filter",
+    "chain",
+    "register_filter",
+    "unregister_filter",
+]
