@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from qanat.cli import config as _config
+from qanat.cli import registry as _registry
+
 app = typer.Typer(
     name="qanat",
     help="qanat: run, inspect and operate a system of Python services.",
@@ -15,6 +18,10 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """qanat: run, inspect and operate a system of Python services."""
+
+
+app.add_typer(_registry.app, name="registry")
+app.add_typer(_config.app, name="config")
 
 
 def main() -> None:
