@@ -153,7 +153,7 @@ class CircuitBreaker:
     """
 
     __slots__ = (
-        "_base", "_clock", "_counts", "_expiry", "_fast", "_generation", "_interval",
+        "_base", "_clock", "_counts", "_expiry", "_fast", "_fast_until", "_generation", "_interval",
         "_is_excluded", "_is_successful", "_lock", "_max", "_on_change", "_open_message",
         "_period", "_ready", "_start", "_state", "_timeout", "_transitions", "_window",
         "name", "settings",
@@ -257,7 +257,11 @@ class CircuitBreaker:
                 ticket = self._base
             else:
                 now = self._clock()
-                ticket = self._admit_slow(now)
+                if now <= self._fast_until:
+                    self._counts.requests += 1
+                    ticket = self._base
+                else:
+                    ticket = self._admit_slow(now)
         finally:
             lock.release()
         if self._transitions:
@@ -272,7 +276,7 @@ class CircuitBreaker:
             raise
         lock.acquire()
         try:
-            if self._fast and ticket == self._base:
+            if ticket == self._base and (self._fast or (now := self._clock()) <= self._fast_until):
                 counts = self._counts
                 counts.total_successes += 1
                 counts.consecutive_successes += 1
@@ -437,7 +441,10 @@ class CircuitBreaker:
             self._expiry = now + self._interval
         else:
             self._expiry = math.inf
-        self._fast = self._state is _CLOSED and self._expiry == math.inf and self._window is None
+        # Closed with a fixed window: until _fast_until only counting happens, no decision.
+        closed_fixed = self._state is _CLOSED and self._window is None
+        self._fast_until = self._expiry if closed_fixed else -math.inf
+        self._fast = closed_fixed and self._expiry == math.inf  # ... and the clock is not needed
 
     def _flush(self) -> None:
         """Run queued ``on_state_change`` callbacks, in order, outside the lock."""

@@ -1,0 +1,98 @@
+"""Circuit breaker and adaptive throttle against pybreaker and the ``circuitbreaker`` package.
+
+Run alone: ``.venv/bin/python benchmarks/prim_breaker.py`` (or all primitives with
+``.venv/bin/python benchmarks/primitives.py``). Each case wraps the same trivial
+function; ours is ``CircuitBreaker.call`` with default settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+
+import circuitbreaker
+import pybreaker
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from harness import Case, markdown_table, measure
+from qanat.core.breaker import BreakerSettings, CircuitBreaker
+from qanat.core.throttle import AdaptiveThrottle
+
+
+def _work() -> int:
+    return 1
+
+
+def _boom() -> int:
+    raise ValueError("down")
+
+
+def _swallow(fn: Callable[[], object]) -> Callable[[], None]:
+    """A call whose exception is caught, so refusals can be timed like successes."""
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            fn()
+
+    return run
+
+
+def _open_breakers() -> tuple[CircuitBreaker, pybreaker.CircuitBreaker, object]:
+    ours = CircuitBreaker(BreakerSettings(ready_to_trip=lambda counts: True, timeout=1e9))
+    theirs = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=1e9)
+    other = circuitbreaker.CircuitBreaker(failure_threshold=1, recovery_timeout=10**9)
+    _swallow(lambda: ours.call(_boom))()
+    _swallow(lambda: theirs.call(_boom))()
+    wrapped_boom = other(_boom)
+    _swallow(wrapped_boom)()
+    assert ours.state == "open" and theirs.current_state == "open" and other.opened
+    return ours, theirs, other
+
+
+def cases() -> list[Case]:
+    pyb = f"pybreaker {version('pybreaker')}"
+    cbk = f"circuitbreaker {version('circuitbreaker')}"
+
+    closed = CircuitBreaker()
+    pb_closed = pybreaker.CircuitBreaker()
+    cb_closed = circuitbreaker.CircuitBreaker()(_work)
+    interval = CircuitBreaker(BreakerSettings(interval=60.0))
+    rolling = CircuitBreaker(BreakerSettings(interval=60.0, bucket_period=1.0))
+    ours_open, pb_open, cb_open = _open_breakers()
+    cb_open_work = cb_open(_work)  # type: ignore[operator]
+
+    throttle = AdaptiveThrottle()
+    clock = throttle._clock
+
+    def throttle_allow_record() -> None:
+        now = clock()
+        if throttle.allow(now):
+            throttle.record(True, now)
+
+    return [
+        Case("breaker", "call() success, closed", lambda: closed.call(_work),
+             pyb, lambda: pb_closed.call(_work)),
+        Case("breaker", "call() success, closed", lambda: closed.call(_work),
+             cbk, cb_closed),
+        Case("breaker", "call() success, closed, interval 60 s", lambda: interval.call(_work),
+             pyb, lambda: pb_closed.call(_work)),
+        Case("breaker", "call() success, closed, rolling 60 x 1 s",
+             lambda: rolling.call(_work), pyb, lambda: pb_closed.call(_work)),
+        Case("breaker", "call() refused, open (fast fail)",
+             _swallow(lambda: ours_open.call(_work)), pyb,
+             _swallow(lambda: pb_open.call(_work))),
+        Case("breaker", "call() refused, open (fast fail)",
+             _swallow(lambda: ours_open.call(_work)), cbk, _swallow(cb_open_work)),
+        Case("throttle", "allow(now) + record(True, now), healthy", throttle_allow_record),
+    ]
+
+
+if __name__ == "__main__":
+    quick = "--quick" in sys.argv
+    results = [measure(c if not quick else Case(**{**c.__dict__, "number": 200}),
+                       repeat=2 if quick else 7) for c in cases()]
+    print(markdown_table(results))
