@@ -95,6 +95,11 @@ class UpstreamResponse:
         return None
 
     @property
+    def buffered(self) -> int:
+        """Body bytes received and not yet consumed (bounded by back-pressure)."""
+        return self._size
+
+    @property
     def complete(self) -> bool:
         """True once the whole body has arrived (it may still be buffered here)."""
         return self._done
@@ -116,8 +121,8 @@ class UpstreamResponse:
             self._waiter.set_result(None)
 
     def _fail(self, error: UpstreamError) -> None:
-        if self._done:
-            return
+        if self._done or self._error is not None:
+            return  # the first cause wins (a timeout, not the close it triggers)
         self._error = error
         self._source = None
         if self._waiter is not None and not self._waiter.done():

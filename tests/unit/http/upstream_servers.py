@@ -85,13 +85,11 @@ class Upstream:
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+    port: int = 0
 
     async def __aenter__(self) -> Upstream:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=1 << 20)
+        self.port = int(self._server.sockets[0].getsockname()[1])
         return self
 
     async def __aexit__(self, *exc: object) -> None:
