@@ -70,7 +70,7 @@ def test_swrr_matches_nginx_loop(ws: list[int], picks: int) -> None:
 
 @given(weights, st.integers(min_value=0, max_value=60), st.data())
 def test_swrr_update_keeps_current_weights(ws: list[int], before: int, data: st.DataObject) -> None:
-    """After update, staying endpoints keep their current weight and picks follow nginx from there."""
+    """Update keeps staying endpoints' current weights; picks then follow nginx from there."""
     endpoints = [Endpoint(f"e{i}", w) for i, w in enumerate(ws)]
     swrr = SmoothWeightedRoundRobin(endpoints)
     current: dict[str, int] = {}
@@ -95,7 +95,7 @@ def test_swrr_falls_back_to_live_loop_beyond_max_cycle(max_cycle: int) -> None:
 
 
 def test_inactive_and_zero_weight_endpoints_are_never_picked() -> None:
-    """Every balancer here skips inactive and weight-0 endpoints, and returns None when none is left."""
+    """These balancers skip inactive and weight-0 endpoints, and give None when none is left."""
     endpoints = [Endpoint("up", 1), Endpoint("down", 5, active=False), Endpoint("drained", 0)]
     for balancer in (
         RoundRobin(endpoints),
