@@ -121,7 +121,7 @@ def _reference(path: bytes) -> bytes | None:
             b = int(pair, 16)
             if b in (0x2F, 0x5C, 0):
                 return None
-            unreserved = chr(b).isalnum() and b < 128 or chr(b) in "-._~"
+            unreserved = (chr(b).isalnum() and b < 128) or chr(b) in "-._~"
             out += bytes([b]) if unreserved else b"%" + pair.upper()
             i += 3
         elif c == 0x5C:
