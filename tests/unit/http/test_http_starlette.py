@@ -65,7 +65,7 @@ async def app_port(request: pytest.FixtureRequest) -> AsyncIterator[int]:
 
 
 async def test_against_uvicorn(app_port: int) -> None:
-    """JSON, chunked streaming, streamed upload, HEAD and 204 all work on one kept-alive connection."""
+    """JSON, chunked stream, streamed upload, HEAD and 204 work on one kept-alive connection."""
     host = [(b"host", b"app.test")]
     async with HttpPool() as pool:
 
