@@ -53,23 +53,29 @@ class TaskOwner:
 
     async def cancel(self, task: asyncio.Task[Any]) -> None:
         """Cancel one task and wait until it has finished."""
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # we were cancelled ourselves: do not swallow it
+        await cancel_and_wait([task])
 
     async def close(self) -> None:
         """Cancel every task and await them all; idempotent."""
         self._closed = True
         while self._tasks:
             tasks = list(self._tasks)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(tasks)
             self._tasks.difference_update(tasks)
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again any that keep running.
+
+    Why again: in Python 3.11 ``asyncio.wait_for`` can swallow a cancellation
+    that arrives just as its inner future completes (CPython gh-86296, fixed in
+    3.12), so a task awaiting a library that uses it may survive one cancel().
+    """
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.25)
 
 
 def backoff_delay(attempt: int, *, base: float, cap: float, rand: float) -> float:
