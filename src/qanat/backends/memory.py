@@ -222,13 +222,19 @@ class MemoryRegistry:
         self._check_open()
         rec = self._record(service, instance_id)
         rec.instance, rec.output = replace(rec.instance, health=Health(health)), output
-        self._state.notify()
+        self._remember(rec)
 
     async def set_enabled(self, service: str, instance_id: str, enabled: bool) -> None:
         """Record what an operator says; raises ``NotFound`` if the instance is not registered."""
         self._check_open()
         rec = self._record(service, instance_id)
         rec.instance = replace(rec.instance, enabled=bool(enabled))
+        self._remember(rec)
+
+    def _remember(self, rec: _Record) -> None:
+        lease = self._leases.get((rec.instance.service, rec.instance.id))
+        if lease is not None:  # ours: a re-registration after a lost lease keeps this state
+            lease.instance = rec.instance
         self._state.notify()
 
     async def close(self, *, deregister: bool = True) -> None:

@@ -235,25 +235,25 @@ class SqliteRegistry:
     ) -> None:
         now = self._clock()
 
-        def update(conn: sqlite3.Connection) -> None:
+        def update(conn: sqlite3.Connection) -> Instance:
             row = conn.execute(
                 f"SELECT i.data {_LIVE} AND i.service = ? AND i.id = ?", (now, service, instance_id)
             ).fetchone()
             if row is None:
                 raise NotFound(f"no instance {instance_id!r} of service {service!r} is registered")
+            changed = change(instance_from_json(row[0]))
             conn.execute(
                 "UPDATE registry_instances SET data = ?, output = coalesce(?, output) "
                 "WHERE service = ? AND id = ?",
-                (
-                    instance_to_json(change(instance_from_json(row[0]))),
-                    output,
-                    service,
-                    instance_id,
-                ),
+                (instance_to_json(changed), output, service, instance_id),
             )
             bump(conn, _COUNTER)
+            return changed
 
-        await self._write(update)
+        changed = await self._write(update)
+        lease = self._leases.get((service, instance_id))
+        if lease is not None:  # ours: a re-registration after a lost lease keeps this state
+            lease.instance = changed
 
     async def set_health(
         self, service: str, instance_id: str, health: Health, output: str = ""
