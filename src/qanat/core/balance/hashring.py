@@ -23,7 +23,7 @@ from qanat.errors import ConfigError
 DEFAULT_REPLICAS = 512
 DEFAULT_MAX_POINTS = 1 << 20
 _RING = 1 << 64
-_SHIFT = 32  # ring entries are point << 32 | the owner's serial number
+_SHIFT = 32  # while building, entries are point << 32 | the owner's serial number
 _MASK = (1 << _SHIFT) - 1
 _EIGHT = struct.Struct(">8Q")
 
@@ -73,8 +73,8 @@ class ConsistentHash(Generic[E]):
     """
 
     __slots__ = (
-        "_cache", "_endpoints", "_epsilon", "_load", "_max_points", "_random", "_replicas",
-        "_ring", "_serial", "_table", "_total_load", "_weight_sum",
+        "_cache", "_endpoints", "_epsilon", "_load", "_max_points", "_owners", "_points",
+        "_random", "_replicas", "_serial", "_total_load", "_weight_sum",
     )  # fmt: skip
 
     def __init__(
@@ -101,8 +101,8 @@ class ConsistentHash(Generic[E]):
         self._cache: dict[str, tuple[int, int, list[int]]] = {}
         self._serial = 0
         self._endpoints: list[E] = []
-        self._ring: list[int] = []  # sorted (point << 32 | serial): one list, no owner lookup
-        self._table: dict[int, E] = {}  # serial -> endpoint
+        self._points: list[int] = []  # sorted ring positions
+        self._owners: list[E] = []  # the endpoint at each position
         self._load: dict[str, int] = {}
         self._total_load = 0
         self._weight_sum = 0
@@ -133,8 +133,9 @@ class ConsistentHash(Generic[E]):
             ring.extend(points)
         ring.sort()  # timsort merges the already-sorted runs: O(P log n)
         self._cache = cache
-        self._ring = ring
-        self._table = table
+        # Split into plain 64-bit positions and owners: the hot path bisects small ints.
+        self._points = [entry >> _SHIFT for entry in ring]
+        self._owners = [table[entry & _MASK] for entry in ring]
         self._endpoints = new
         self._weight_sum = sum(e.weight for e in new)
         self._load = {e.id: self._load.get(e.id, 0) for e in new}
@@ -142,32 +143,32 @@ class ConsistentHash(Generic[E]):
 
     def owner(self, key: str) -> E | None:
         """The endpoint that owns ``key`` on the ring, ignoring loads. O(log P)."""
-        ring = self._ring
-        if not ring:
+        points = self._points
+        if not points:
             return None
-        index = bisect_left(ring, hash64(key) << _SHIFT)
-        return self._table[ring[index if index < len(ring) else 0] & _MASK]
+        index = bisect_left(points, hash64(key))
+        return self._owners[index if index < len(points) else 0]
 
     def pick(self, key: str | None = None) -> E | None:
         """The endpoint for ``key`` (random when None), bounded by load when ``epsilon`` is set."""
-        ring = self._ring
-        if not ring:
+        points = self._points
+        if not points:
             return None
         position = hash64(key) if key is not None else int(self._random() * _RING)
-        index = bisect_left(ring, position << _SHIFT)
-        if index == len(ring):
+        index = bisect_left(points, position)
+        if index == len(points):
             index = 0
         if self._epsilon is None:
-            return self._table[ring[index] & _MASK]
+            return self._owners[index]
         return self._place(index)
 
     def _place(self, index: int) -> E:
         """Walk clockwise from ``index`` to the first endpoint under its capacity."""
-        load, ring, table = self._load, self._ring, self._table
+        load, owners = self._load, self._owners
         placed = self._total_load + 1
         scale = (1.0 + (self._epsilon or 0.0)) * placed / self._weight_sum
-        for step in range(len(ring)):
-            endpoint = table[ring[(index + step) % len(ring)] & _MASK]
+        for step in range(len(owners)):
+            endpoint = owners[(index + step) % len(owners)]
             if load[endpoint.id] < math.ceil(scale * endpoint.weight):
                 load[endpoint.id] += 1
                 self._total_load = placed
