@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from qanat.errors import ConfigError
@@ -38,6 +38,12 @@ class Decision(NamedTuple):
     limit: int
     reset_after: float
     retry_after: float
+
+
+#: ``new(Decision, (allowed, remaining, limit, reset_after, retry_after))``: builds a
+#: Decision without the Python-level ``__new__`` frame (half the cost on the hot path).
+new: Callable[[type[Decision], tuple[bool, int, int, float, float]], Decision]
+new = tuple.__new__
 
 
 def settle(now: float, ready: float) -> float:
@@ -117,4 +123,12 @@ class KeyedState(Generic[S]):
         return self._keys.get(key)
 
 
-__all__ = ["DEFAULT_MAX_KEYS", "Decision", "KeyedState", "check_n", "check_positive", "settle"]
+__all__ = [
+    "DEFAULT_MAX_KEYS",
+    "Decision",
+    "KeyedState",
+    "check_n",
+    "check_positive",
+    "new",
+    "settle",
+]

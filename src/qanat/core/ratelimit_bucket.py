@@ -23,6 +23,7 @@ from qanat.core.ratelimit_base import (
     KeyedState,
     check_n,
     check_positive,
+    new,
     settle,
 )
 
@@ -59,7 +60,7 @@ class TokenBucket(KeyedState[list[float]]):
                 self._make_room(now)
             left = burst - n
             keys[key] = [left, now]
-            return Decision(True, left, burst, n / self.rate, 0.0)
+            return new(Decision, (True, left, burst, n / self.rate, 0.0))
         keys.move_to_end(key)
         tokens, last = state
         rate = self.rate
@@ -67,7 +68,9 @@ class TokenBucket(KeyedState[list[float]]):
             ready = last + (n - tokens) / rate
             if now < ready:
                 have = tokens + (now - last) * rate
-                return Decision(False, int(have), burst, (burst - have) / rate, settle(now, ready))
+                return new(
+                    Decision, (False, int(have), burst, (burst - have) / rate, settle(now, ready))
+                )
         if now > last:
             tokens += (now - last) * rate
             if tokens > burst:
@@ -75,8 +78,9 @@ class TokenBucket(KeyedState[list[float]]):
             state[1] = now
         tokens -= n
         state[0] = tokens
-        return Decision(
-            True, math.floor(tokens) if tokens > 0 else 0, burst, (burst - tokens) / rate, 0.0
+        return new(
+            Decision,
+            (True, math.floor(tokens) if tokens > 0 else 0, burst, (burst - tokens) / rate, 0.0),
         )
 
 
@@ -119,21 +123,18 @@ class GCRA(KeyedState[float]):
         interval = self._interval
         new_tat = tat + n * interval
         limit = now + self._tau
-        if new_tat > limit:
-            return self._refuse(now, tat, new_tat)
+        if new_tat > limit:  # refused: allowed again once t + tau reaches new_tat
+            tau = self._tau
+            wait = new_tat - tau - now
+            while (now + wait) + tau < new_tat:  # compensate the roundings, as in ``settle``
+                wait += math.ulp(new_tat)
+            remaining = int((limit - tat) / interval + 1e-9)
+            return new(Decision, (False, max(remaining, 0), self.burst, tat - now, wait))
         keys[key] = new_tat
-        return Decision(
-            True, int((limit - new_tat) / interval + 1e-9), self.burst, new_tat - now, 0.0
+        return new(
+            Decision,
+            (True, int((limit - new_tat) / interval + 1e-9), self.burst, new_tat - now, 0.0),
         )
-
-    def _refuse(self, now: float, tat: float, new_tat: float) -> Decision:
-        """The denial: allowed again once ``now + tau`` reaches ``new_tat``."""
-        tau = self._tau
-        wait = settle(now, new_tat - tau)
-        while (now + wait) + tau < new_tat:  # the allow test rounds (t + tau), not t
-            wait += math.ulp(new_tat)
-        remaining = int((now + tau - tat) / self._interval + 1e-9)
-        return Decision(False, max(remaining, 0), self.burst, tat - now, wait)
 
 
 __all__ = ["GCRA", "TokenBucket"]

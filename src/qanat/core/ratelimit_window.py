@@ -30,6 +30,7 @@ from qanat.core.ratelimit_base import (
     KeyedState,
     check_n,
     check_positive,
+    new,
     settle,
 )
 
@@ -68,7 +69,7 @@ class SlidingWindow(KeyedState[list[float]]):
             if keys:
                 self._make_room(now)
             keys[key] = [now, 0, n]
-            return Decision(True, limit - n, limit, w + w, 0.0)
+            return new(Decision, (True, limit - n, limit, w + w, 0.0))
         keys.move_to_end(key)
         start, prev, cur = state
         end = start + w
@@ -85,17 +86,20 @@ class SlidingWindow(KeyedState[list[float]]):
             ready = end + w * (1 - (limit - n) / cur)
         if now < ready:
             used = prev * (end - now) / w + cur
-            return Decision(
-                False,
-                max(int(limit - used), 0),
-                limit,
-                (end + w if cur else end) - now,
-                settle(now, ready),
+            return new(
+                Decision,
+                (
+                    False,
+                    max(int(limit - used), 0),
+                    limit,
+                    (end + w if cur else end) - now,
+                    settle(now, ready),
+                ),
             )
         cur += n
         state[2] = cur
         used = prev * (end - now) / w + cur
-        return Decision(True, max(int(limit - used), 0), limit, end + w - now, 0.0)
+        return new(Decision, (True, max(int(limit - used), 0), limit, end + w - now, 0.0))
 
 
 __all__ = ["SlidingWindow"]
