@@ -596,3 +596,24 @@ class BreakerMachine(RuleBasedStateMachine):
 BreakerMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=60,
                                             deadline=None)
 TestBreakerMachine = BreakerMachine.TestCase
+
+
+def test_keyword_settings_build_the_same_breaker() -> None:
+    """CircuitBreaker(name=..., timeout=...) is shorthand for BreakerSettings fields."""
+    from qanat import CircuitBreaker as FrontDoorBreaker
+
+    breaker = FrontDoorBreaker(name="db", timeout=30.0, max_requests=3)
+    assert breaker.settings.name == "db"
+    assert breaker.settings.timeout == 30.0
+    assert breaker.settings.max_requests == 3
+
+
+def test_unknown_keyword_setting_is_a_config_error() -> None:
+    """A misspelt setting names itself and the allowed ones."""
+    import pytest as _pytest
+
+    from qanat import CircuitBreaker as FrontDoorBreaker
+    from qanat.errors import ConfigError as _ConfigError
+
+    with _pytest.raises(_ConfigError, match=r"unknown setting\(s\) tiemout; allowed: .*timeout"):
+        FrontDoorBreaker(tiemout=3)
