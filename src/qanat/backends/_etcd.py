@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -54,6 +54,10 @@ class WatchCompacted(BackendError):
     def __init__(self, message: str, *, compact_revision: int) -> None:
         super().__init__(message)
         self.compact_revision = compact_revision
+
+
+class ConnectionClosed(BackendError):
+    """The registry or config store was closed while a call or watch was in flight."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +185,7 @@ class EtcdConnection:
     async def client(self) -> Any:
         """The connected ``aetcd.Client`` of the current endpoint."""
         if self.closed:
-            raise BackendError(f"this etcd client for {self.url} is closed; open a new one")
+            raise ConnectionClosed(f"this etcd client for {self.url} is closed; open a new one")
         client = self._client_for(self._current)
         with self.mapped("connecting"):
             await client.connect()
@@ -246,6 +250,13 @@ class EtcdConnection:
         """Translate aetcd/gRPC failures into qanat's errors, naming the URL and the action."""
         try:
             yield
+        except asyncio.CancelledError as exc:
+            # Closing a channel cancels its calls: report that as ConnectionClosed,
+            # unless our own task is the one being cancelled.
+            task = asyncio.current_task()
+            if self.closed and task is not None and not task.cancelling():
+                raise ConnectionClosed(f"the etcd client for {self.url} was closed") from exc
+            raise
         except rpc.AioRpcError as exc:
             if exc.code() in _UNREACHABLE:
                 raise BackendUnreachable(
@@ -282,24 +293,25 @@ async def watch_batches(
     the connection is closed.
     """
     client = await conn.client()
-    call = rpc.WatchStub(client.channel).Watch(metadata=client.metadata)
     create = rpc.WatchCreateRequest(
         key=key, range_end=range_end, start_revision=start_revision, prev_kv=prev_kv
     )
+
+    async def requests() -> AsyncIterator[Any]:
+        # A request iterator, not call.write(): a write pending when the
+        # channel closes never returns. Keep the request side open.
+        yield rpc.WatchRequest(create_request=create)
+        await asyncio.Event().wait()
+
+    call = rpc.WatchStub(client.channel).Watch(requests(), metadata=client.metadata)
     try:
         with conn.mapped("watching"):
-            await call.write(rpc.WatchRequest(create_request=create))
             async for response in call:
                 _check(conn, response, start_revision)
                 if response.events:
                     yield list(response.events)
-    except asyncio.CancelledError:
-        # Closing the channel cancels its calls: that is the end of the watch,
-        # unless our own task is the one being cancelled.
-        task = asyncio.current_task()
-        if conn.closed and task is not None and not task.cancelling():
-            return
-        raise
+    except ConnectionClosed:
+        return
     finally:
         call.cancel()
     raise BackendUnreachable(f"etcd at {conn.url} ended a watch stream")
@@ -368,6 +380,7 @@ def compare_version(key: bytes, result: Any, version: int) -> Any:
 
 __all__ = [
     "Backoff",
+    "ConnectionClosed",
     "EtcdConnection",
     "EtcdSettings",
     "WatchCompacted",

@@ -45,6 +45,7 @@ from qanat.backends._common import (
 )
 from qanat.backends._etcd import (
     Backoff,
+    ConnectionClosed,
     EtcdConnection,
     compare_mod,
     compare_version,
@@ -230,13 +231,16 @@ class EtcdConfigStore:
         """
         self._check_open()
         check_key(key, allow_empty=prefix)
+        k = self._key(key)
         if start_revision is None:
             # Pin the start now, so a reconnect before the first change loses nothing.
-            req = rpc.RangeRequest(key=self._key(key), count_only=True)
-            found = await self._conn.call("kvstub", "Range", req, "starting a watch")
+            req = rpc.RangeRequest(key=k, count_only=True)
+            try:
+                found = await self._conn.call("kvstub", "Range", req, "starting a watch")
+            except ConnectionClosed:
+                return
             start_revision = int(found.header.revision) + 1
         revision = check_revision(start_revision, "start_revision")
-        k = self._key(key)
         end = prefix_end(k) if prefix else b""
         skip = len(self._root.encode())
         backoff = Backoff()
@@ -251,6 +255,8 @@ class EtcdConfigStore:
                             revision = int(event.kv.mod_revision) + 1
                             yield _change(event, skip)
                 return  # the stream ends quietly only when the store is closed
+            except ConnectionClosed:
+                return
             except BackendUnreachable:
                 if self._conn.closed:
                     return

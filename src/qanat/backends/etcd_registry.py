@@ -38,6 +38,7 @@ from qanat.backends._common import check_instance, check_name, check_ttl, instan
 from qanat.backends._common import instance_to_json as _to_json
 from qanat.backends._etcd import (
     Backoff,
+    ConnectionClosed,
     EtcdConnection,
     WatchCompacted,
     compare_mod,
@@ -263,6 +264,8 @@ class EtcdRegistry:
                 return  # the stream ends quietly only when the registry is closed
             except WatchCompacted:
                 state = None
+            except ConnectionClosed:
+                return
             except BackendUnreachable:
                 if self._conn.closed:  # close() ended the stream under us
                     return
