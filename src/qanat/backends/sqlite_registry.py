@@ -96,7 +96,11 @@ class _Lease:
 
 
 def _renew(conn: sqlite3.Connection, lease: _Lease, now: float) -> Instance | bool | None:
-    """Extend a live lease: False if it had expired, else our instance's current state."""
+    """Extend a live lease: False if it had expired, else our instance's current state.
+
+    Also purges other clients' expired leases, so a crashed process's rows do not linger.
+    """
+    _purge(conn, now)
     if not conn.execute(
         "UPDATE registry_leases SET expires_at = ? WHERE id = ? AND expires_at > ?",
         (now + lease.ttl, lease.lease, now),
