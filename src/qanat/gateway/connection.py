@@ -194,6 +194,8 @@ class HttpProtocol(asyncio.Protocol):
         cur = self._current
         assert cur is not None and cur.body is not None
         body = cur.body
+        if body.buffered + len(chunk) > self._srv.body_peak:
+            self._srv.body_peak = body.buffered + len(chunk)
         if body.received + len(chunk) > self._limits.max_body_bytes:
             self._fail(RequestRejected(413, f"the body is over the limit of "
                                             f"{self._limits.max_body_bytes} bytes"))
@@ -261,6 +263,7 @@ class HttpProtocol(asyncio.Protocol):
             self.close()  # idle keep-alive, or a connection that never sent a byte
 
     def _pause_body(self) -> None:
+        self._srv.body_pauses += 1
         self._body_pauses += 1
         self._set_reading()
 

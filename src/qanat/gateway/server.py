@@ -40,6 +40,8 @@ class ServerStats:
     requests: int
     rejected: dict[int, int]
     refused_connections: int
+    body_pauses: int  # times reading from a client paused because its body was not consumed
+    body_peak_bytes: int  # most request-body bytes ever buffered for one request
 
 
 class HttpServer:
@@ -66,6 +68,8 @@ class HttpServer:
         self.requests = 0
         self.rejected: dict[int, int] = {}
         self.refused = 0
+        self.body_pauses = 0
+        self.body_peak = 0
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._empty = asyncio.Event()
@@ -88,7 +92,7 @@ class HttpServer:
 
     def stats(self) -> ServerStats:
         return ServerStats(len(self.connections), self.requests, dict(self.rejected),
-                           self.refused)
+                           self.refused, self.body_pauses, self.body_peak)
 
     async def shutdown(self, timeout: float | None = None) -> None:
         """Stop accepting; close idle connections; give in-flight ones ``timeout``."""
