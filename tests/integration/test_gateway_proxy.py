@@ -189,7 +189,8 @@ async def test_graceful_shutdown_finishes_in_flight_requests(upstream: UpstreamS
     port = gw.port
     client = await RawClient.connect(port)
     await client.send(b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc")
-    await asyncio.wait_for(_until_seen(upstream, b"/upload"), 10)
+    await asyncio.wait_for(upstream.got_request.wait(), 10)
+    assert upstream.seen[-1].path == b"/upload"
     closing = asyncio.create_task(gw.aclose(timeout=10.0))
     await asyncio.sleep(0)  # let aclose stop the listener
     with pytest.raises(OSError):
@@ -199,11 +200,6 @@ async def test_graceful_shutdown_finishes_in_flight_requests(upstream: UpstreamS
     assert reply.status == 200 and reply.headers.get(b"connection") == b"close"
     await closing
     await client.close()
-
-
-async def _until_seen(up: UpstreamServer, path: bytes) -> None:
-    while not any(s.path == path for s in up.seen):
-        await asyncio.sleep(0.001)
 
 
 def test_json_helper_roundtrip() -> None:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,7 @@ class UpstreamServer:
     connections: int = 0
     seen: list[Seen] = field(default_factory=list)
     gate: asyncio.Event = field(default_factory=asyncio.Event)
+    got_request: asyncio.Event = field(default_factory=asyncio.Event)
     read_paused: asyncio.Event = field(default_factory=asyncio.Event)
     write_paused: asyncio.Event = field(default_factory=asyncio.Event)
     written_before_pause: int = -1
@@ -100,6 +102,7 @@ class _UpstreamProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         seen = Seen(self.parser.get_method(), self.url, self.headers)
         self.up.seen.append(seen)
+        self.up.got_request.set()
         task = asyncio.get_running_loop().create_task(self.handle(seen))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -253,10 +256,8 @@ class RawClient:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
 
 
 def get(path: str, host: str = "gw.test", extra: str = "") -> bytes:
