@@ -138,3 +138,15 @@ def test_bad_options_are_config_errors() -> None:
         ConsistentHash(epsilon=0)
     with pytest.raises(ConfigError, match="max_points"):
         ConsistentHash([Endpoint("big", 10)], replicas=100, max_points=999)
+
+
+def test_raising_a_weight_moves_keys_only_to_that_endpoint() -> None:
+    """Doubling one endpoint's weight only adds its points: keys move to it and nowhere else."""
+    nodes = [Endpoint(f"n{i}") for i in range(5)]
+    ring = ConsistentHash(nodes)
+    ks = keys("grow", 5_000)
+    before = owners(ring, ks)
+    ring.update([*nodes[:4], Endpoint("n4", 2)])
+    after = owners(ring, ks)
+    moved = {k for k in ks if before[k] != after[k]}
+    assert moved and all(after[k] == "n4" for k in moved)
