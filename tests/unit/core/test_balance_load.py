@@ -67,10 +67,11 @@ def test_in_flight_returns_to_zero_after_done(ops: list[str], seed: int) -> None
     open_: list[tuple[Balancer[Endpoint], Endpoint]] = []
     for op in ops:
         if op == "pick":
-            for balancer in (p2c, least):
-                chosen = balancer.pick()
+            pair: tuple[Balancer[Endpoint], Balancer[Endpoint]] = (p2c, least)
+            for picker in pair:
+                chosen = picker.pick()
                 assert chosen is not None
-                open_.append((balancer, chosen))
+                open_.append((picker, chosen))
         elif open_:
             balancer, endpoint = open_.pop(0)
             balancer.done(endpoint, True, 0.01, 1000.0)
