@@ -66,9 +66,10 @@ class SmoothWeightedRoundRobin(NoFeedback, Generic[E]):
 
     nginx scans every peer on every pick (O(n)). Here ``update`` runs nginx's
     loop once for a whole cycle and ``pick`` walks the stored sequence: O(1).
-    ``max_cycle`` bounds that sequence (default 4096 picks, about 15 ms of
-    work for 100 endpoints on ``update``); beyond it, picks fall back to
-    nginx's O(n) loop, with the same sequence.
+    ``max_cycle`` bounds that sequence (default 4096 picks). ``update`` costs
+    O((cycle + current position) * n): about 3 ms for 100 endpoints with
+    weights 1-10, up to about 80 ms at the bound. Beyond it, picks fall back
+    to nginx's O(n) loop, with the same sequence.
 
     ``update`` keeps each staying endpoint's current weight (as nginx keeps
     ``current_weight``); new endpoints start at 0. nginx's failure-driven
