@@ -68,12 +68,14 @@ async def _ls(url: str, service: str | None, routable: bool, as_json: bool) -> N
     if as_json:
         print_json({n: [instance_data(i) for i in found[n]] for n in names})
         return
-    table = Table(title=f"{len(names)} service(s) at {url}", title_justify="left")
+    table = Table()
     for column in ("service", "instances", "routable"):
         table.add_column(column)
     for n in names:
         table.add_row(n, str(len(found[n])), str(sum(i.routable for i in found[n])))
-    console().print(table)
+    out = console()
+    out.print(f"{len(names)} service(s) at {url}")
+    out.print(table)
 
 
 @app.command("watch")
