@@ -18,6 +18,7 @@ from typing import cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
+from qanat.http.deadlines import DeadlineWheel
 from qanat.http.errors import (
     UpstreamError,
     UpstreamProtocolError,
@@ -42,7 +43,6 @@ class Connection(asyncio.Protocol):
         "_head",
         "_head_bytes",
         "_head_only",
-        "_head_timer",
         "_headers",
         "_high_water",
         "_loop",
@@ -51,7 +51,9 @@ class Connection(asyncio.Protocol):
         "_reason",
         "_response",
         "_sending",
+        "_slot",
         "_stale_parser",
+        "_wheel",
         "_write_paused",
         "closed",
         "got_bytes",
@@ -69,6 +71,7 @@ class Connection(asyncio.Protocol):
         key: tuple[str, int],
         loop: asyncio.AbstractEventLoop,
         on_done: Callable[[Connection, bool], None],
+        wheel: DeadlineWheel,
         *,
         max_head: int,
         high_water: int,
@@ -77,6 +80,7 @@ class Connection(asyncio.Protocol):
         self.key = key
         self._loop = loop
         self._done = on_done
+        self._wheel = wheel
         self._max_head = max_head
         self._high_water = high_water
         self._body_timeout = body_timeout
@@ -92,7 +96,7 @@ class Connection(asyncio.Protocol):
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._head: asyncio.Future[UpstreamResponse] | None = None
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._slot = 0  # the deadline wheel slot of the head timeout; 0 when unarmed
         self._response: UpstreamResponse | None = None
         self._head_only = False
         self._sending = False
@@ -119,7 +123,7 @@ class Connection(asyncio.Protocol):
         head: asyncio.Future[UpstreamResponse] = self._loop.create_future()
         self._head = head
         if deadline is not None:
-            self._head_timer = self._loop.call_at(deadline, self._on_head_timeout)
+            self._slot = self._wheel.add(self, deadline)
         return head
 
     def write(self, data: bytes | list[bytes]) -> None:
@@ -324,8 +328,11 @@ class Connection(asyncio.Protocol):
         )
         self._fail_and_close(error)
 
-    def _on_head_timeout(self) -> None:
-        self._head_timer = None
+    def expire(self) -> None:
+        """The head deadline passed (called by the deadline wheel)."""
+        self._slot = 0
+        if self._head is None or self._head.done():
+            return
         error = UpstreamTimeout(
             f"{self._where()}: no response head before the timeout",
             request_sent=self.request_sent, response_started=self.got_bytes,
@@ -344,9 +351,9 @@ class Connection(asyncio.Protocol):
         self.abort()
 
     def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        if self._slot:
+            self._wheel.remove(self, self._slot)
+            self._slot = 0
 
     def _reset(self, message: str) -> UpstreamReset:
         return UpstreamReset(

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterable, Sequence
 
 from qanat.errors import ConfigError
 from qanat.http.connection import Connection
+from qanat.http.deadlines import DeadlineWheel
 from qanat.http.errors import (
     ConnectError,
     PoolOverloaded,
@@ -98,6 +99,7 @@ class HttpPool:
         self._hosts: dict[tuple[str, int], _Host] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
+        self._wheel: DeadlineWheel | None = None
         self._closed = False
         self._opened = self._requests = self._reused = self._stale_retries = 0
 
@@ -223,8 +225,9 @@ class HttpPool:
         loop = self._loop
         assert loop is not None
         host, port = h.key
+        assert self._wheel is not None
         conn = Connection(
-            h.key, loop, self._on_done, max_head=self._max_head,
+            h.key, loop, self._on_done, self._wheel, max_head=self._max_head,
             high_water=self._high_water, body_timeout=self._body_timeout,
         )
         limit = self._connect_timeout
@@ -347,6 +350,8 @@ class HttpPool:
                     turn.set_exception(ConnectError(f"upstream {h.key}: the pool was closed"))
             for conn in list(h.conns):
                 conn.abort()
+        if self._wheel is not None:
+            self._wheel.close()
 
     async def __aenter__(self) -> HttpPool:
         return self
@@ -355,8 +360,9 @@ class HttpPool:
         await self.aclose()
 
     def _bind(self) -> asyncio.AbstractEventLoop:
-        self._loop = asyncio.get_running_loop()
-        return self._loop
+        self._loop = loop = asyncio.get_running_loop()
+        self._wheel = DeadlineWheel(loop)
+        return loop
 
     def _add_host(self, key: tuple[str, int]) -> _Host:
         h = self._hosts[key] = _Host(key)
