@@ -6,16 +6,19 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from qanat.backends import open_registry
 from qanat.backends.memory import MemoryRegistry
 from qanat.errors import BackendUnreachable, ConfigError, Timeout
 from qanat.ports import Health, Instance
 from qanat.runtime._tasks import cancel_and_wait
 from qanat.runtime.discovery import DiscoveryCache, select
+from qanat.runtime.health import HealthChecker
 
 
 class FlakyRegistry(MemoryRegistry):
@@ -246,3 +249,41 @@ async def test_close_ends_every_watch() -> None:
     await cache.close()
     assert registry.live == 0
     await registry.close()
+
+
+async def test_health_results_show_in_the_cache() -> None:
+    """A health checker's critical verdict reaches the cache, which then stops serving it."""
+    registry = MemoryRegistry()
+    for iid in ("a", "b", "c"):
+        await registry.register(inst(iid))
+
+    async def probe(url: str, timeout: float) -> tuple[Health, str]:
+        return (Health.CRITICAL, "500") if url.endswith("/b") else (Health.PASSING, "200")
+
+    checker = HealthChecker(registry, probe=probe)
+    for iid in ("a", "b", "c"):
+        checker.add_http(inst(iid), path=f"/{iid}")
+    async with cache_on(registry) as cache:
+        seen = changes(cache, "api")
+        assert await next_change(seen) == ("a", "b", "c")
+        await checker.run_once()
+        assert await next_change(seen) == ("a", "c")
+        await checker.close()
+
+
+async def test_cache_on_the_sqlite_registry(tmp_path: Path) -> None:
+    """The cache follows another process's registrations in the embedded SQLite registry."""
+    url = f"sqlite:///{tmp_path}/control.db"
+    registry, other = await open_registry(url), await open_registry(url)
+    cache = DiscoveryCache(registry)
+    try:
+        seen = changes(cache, "api")
+        assert await next_change(seen) == ()
+        await other.register(inst("a"))
+        assert await next_change(seen) == ("a",)
+        await other.deregister("api", "a")
+        assert await next_change(seen) == ()
+    finally:
+        await cache.close()
+        await other.close()
+        await registry.close()
