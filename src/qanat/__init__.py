@@ -4,6 +4,22 @@ This module is the front door: everything users import is re-exported here
 and listed in ``__all__`` (a test keeps the two in step).
 """
 
+from qanat.backends import (
+    open_config_store,
+    open_registry,
+)
+from qanat.core.balance import (
+    Balancer,
+    ConsistentHash,
+    Endpoint,
+    EndpointLike,
+    LeastRequest,
+    PeakEwmaP2C,
+    RoundRobin,
+    SmoothWeightedRoundRobin,
+    WeightedRandom,
+    make_balancer,
+)
 from qanat.core.breaker import (
     BreakerSettings,
     BreakerStats,
@@ -15,6 +31,12 @@ from qanat.core.breaker_settings import (
 )
 from qanat.core.bulkhead import (
     BulkheadStats,
+)
+from qanat.core.outlier import (
+    CallError,
+    OutlierDetector,
+    OutlierSettings,
+    OutlierStats,
 )
 from qanat.core.ratelimit import (
     GCRA,
@@ -61,6 +83,15 @@ from qanat.policy import (
     Policy,
     load_policies,
 )
+from qanat.ports import (
+    ChangeType,
+    ConfigChange,
+    ConfigEntry,
+    ConfigStore,
+    Health,
+    Instance,
+    Registry,
+)
 from qanat.runtime.bulkhead import (
     Bulkhead,
 )
@@ -68,8 +99,15 @@ from qanat.runtime.retrying import (
     Retrying,
     retry,
 )
+from qanat.runtime.service import (
+    Service,
+)
 from qanat.testing import (
     FakeClock,
+)
+from qanat.topology import (
+    Topology,
+    load_topology,
 )
 
 __version__ = "0.1.0"
@@ -79,42 +117,68 @@ __all__ = [
     "AdaptiveThrottle",
     "BackendError",
     "BackendUnreachable",
+    "Balancer",
     "BreakerSettings",
     "BreakerState",
     "BreakerStats",
     "BudgetStats",
     "Bulkhead",
     "BulkheadStats",
+    "CallError",
+    "ChangeType",
     "CircuitBreaker",
     "CircuitOpenError",
+    "ConfigChange",
+    "ConfigEntry",
     "ConfigError",
+    "ConfigStore",
     "Conflict",
+    "ConsistentHash",
     "Counts",
     "DeadlineExceeded",
     "Decision",
+    "Endpoint",
+    "EndpointLike",
     "FakeClock",
+    "Health",
+    "Instance",
     "Jitter",
+    "LeastRequest",
     "NoEndpoints",
     "NotFound",
+    "OutlierDetector",
+    "OutlierSettings",
+    "OutlierStats",
     "Overloaded",
+    "PeakEwmaP2C",
     "Policies",
     "Policy",
     "QanatError",
     "RateLimited",
     "RateLimiter",
     "RatioRetryBudget",
+    "Registry",
     "RetryBudget",
     "RetryBudgetExhausted",
     "RetryPolicy",
     "Retrying",
+    "RoundRobin",
+    "Service",
     "SlidingWindow",
+    "SmoothWeightedRoundRobin",
     "ThrottleStats",
     "Timeout",
     "TokenBucket",
     "TooManyRequestsError",
+    "Topology",
     "Unavailable",
     "Unkeyed",
+    "WeightedRandom",
     "load_policies",
+    "load_topology",
+    "make_balancer",
+    "open_config_store",
+    "open_registry",
     "parse_retry_after",
     "ratelimit_headers",
     "retry",

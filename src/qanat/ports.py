@@ -98,7 +98,10 @@ class Registry(Protocol):
 
     async def set_enabled(self, service: str, instance_id: str, enabled: bool) -> None: ...
 
-    async def close(self) -> None: ...
+    async def close(self, *, deregister: bool = True) -> None:
+        """Stop keepalives; with ``deregister`` (default) remove this client's instances now,
+        otherwise leave them to expire by TTL, as after a crash."""
+        ...
 
 
 class ChangeType(StrEnum):

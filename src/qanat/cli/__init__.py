@@ -6,6 +6,7 @@ import typer
 
 from qanat.cli import config as _config
 from qanat.cli import registry as _registry
+from qanat.cli import run as _run
 
 app = typer.Typer(
     name="qanat",
@@ -22,6 +23,7 @@ def _root() -> None:
 
 app.add_typer(_registry.app, name="registry")
 app.add_typer(_config.app, name="config")
+_run.register(app)
 
 
 def main() -> None:
