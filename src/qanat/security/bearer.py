@@ -1,0 +1,61 @@
+"""The async edge of JWT authentication: token, keys (inline and JWKS), verdict.
+
+``JwtAuthenticator.authenticate(headers, query)`` extracts the token,
+verifies it with ``JwtVerifier`` at the current wall-clock time (``exp`` and
+``nbf`` are Unix seconds, so the clock is ``time.time``), and, when the token
+names a key id nobody has, asks the ``JwksCache`` for a (rate-limited)
+refresh and verifies once more — that is how a key rotation at the issuer is
+picked up without a restart.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from qanat.security.failure import AuthFailure
+from qanat.security.identity import Identity
+from qanat.security.jwks import JwksCache
+from qanat.security.jwt import JwtSettings, JwtVerifier, extract_token, strip_credentials
+
+Headers = Sequence[tuple[bytes, bytes]]
+
+
+class JwtAuthenticator:
+    """Authenticates requests with a JWT; owns the route's ``JwksCache`` when it has a JWKS."""
+
+    def __init__(
+        self,
+        settings: JwtSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        jwks: JwksCache | None = None,
+    ) -> None:
+        self.settings = settings
+        self.verifier = JwtVerifier(settings)
+        self._clock = clock
+        if jwks is None and settings.jwks is not None:
+            jwks = JwksCache(settings.jwks, settings.algorithms)
+        self.jwks = jwks
+
+    async def authenticate(self, headers: Headers, query: bytes) -> Identity | AuthFailure:
+        """The verified ``Identity`` of the request, or the failure to answer with."""
+        token = extract_token(self.settings, headers, query)
+        if isinstance(token, AuthFailure):
+            return token
+        if self.jwks is None:
+            return self.verifier.verify(token, self._clock())
+        result = self.verifier.verify(token, self._clock(), await self.jwks.get())
+        if isinstance(result, AuthFailure) and result.unknown_kid is not None:
+            keys = await self.jwks.refresh_for(result.unknown_kid)
+            result = self.verifier.verify(token, self._clock(), keys)
+        return result
+
+    def strip(self, headers: Headers, query: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+        """``(headers, query)`` without the token, when ``hide_credentials`` (the default)."""
+        if not self.settings.hide_credentials:
+            return list(headers), query
+        return strip_credentials(self.settings, headers, query)
+
+
+__all__ = ["JwtAuthenticator"]
