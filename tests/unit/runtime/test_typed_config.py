@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from qanat.backends import open_config_store
 from qanat.backends.memory import MemoryConfigStore
-from qanat.errors import ConfigError, Timeout
-from qanat.ports import ConfigStore
+from qanat.errors import BackendUnreachable, ConfigError, Timeout
+from qanat.ports import ConfigChange, ConfigStore
 from qanat.runtime.typed_config import BoundConfig, decode_value, nest, validate
 
 P = "config/orders"
@@ -39,6 +39,23 @@ class Settings(BaseModel):
 class Required(BaseModel):
     model_config = ConfigDict(frozen=True)
     url: str
+
+
+class FlakyStore(MemoryConfigStore):
+    """The real memory store whose watches refuse to start while ``down``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+        self.failed = asyncio.Event()
+
+    def watch(  # type: ignore[override]
+        self, key: str, *, prefix: bool = False, start_revision: int | None = None
+    ) -> AsyncIterator[ConfigChange]:
+        if self.down:
+            self.failed.set()
+            raise BackendUnreachable("config store down")
+        return super().watch(key, prefix=prefix, start_revision=start_revision)
 
 
 @pytest.fixture
@@ -225,6 +242,23 @@ async def test_async_listener_is_awaited_and_a_failing_one_is_isolated(
     async with asyncio.timeout(5):
         assert await got.get() == 8
     await bound.close()
+
+
+async def test_failed_watch_keeps_config_and_recovers_by_reloading() -> None:
+    """While the watch is down the config stays; a change made meanwhile arrives on reconnect."""
+    store = FlakyStore()
+    await store.set(f"{P}/retries", "1")
+    bound = await started(store)
+    seen = recorder(bound)
+    async with asyncio.timeout(5):
+        await store.failed.wait()
+    assert bound.current.retries == 1
+    await store.set(f"{P}/retries", "2")
+    store.down = False
+    _, new = await next_pair(seen)
+    assert new.retries == 2
+    await bound.close()
+    await store.close()
 
 
 async def test_wait_for_revision_times_out(store: MemoryConfigStore) -> None:
