@@ -98,10 +98,20 @@ class PrivateEtcd:
         assert self.process is None, "already running"
         if fresh:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.process = self._spawn()
+        deadline = time.monotonic() + START_DEADLINE
+        while not await asyncio.to_thread(etcd_healthy, self.client_port, timeout=0.5):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                raise AssertionError(f"private etcd did not become healthy; log tail:\n{tail}")
+            await asyncio.sleep(0.05)  # polling interval of a condition with a deadline
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
         client, peer = f"http://{self.endpoint}", f"http://127.0.0.1:{self.peer_port}"
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
+            return subprocess.Popen(
                 [
                     self.binary,
                     "--name=private",
@@ -115,13 +125,6 @@ class PrivateEtcd:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + START_DEADLINE
-        while not await asyncio.to_thread(etcd_healthy, self.client_port, timeout=0.5):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                tail = self.log_path.read_text(errors="replace")[-2000:]
-                raise AssertionError(f"private etcd did not become healthy; log tail:\n{tail}")
-            await asyncio.sleep(0.05)  # polling interval of a condition with a deadline
 
     def stop(self) -> None:
         """Kill the server with SIGKILL (a crash, not a clean shutdown) and reap it."""

@@ -1,6 +1,5 @@
-"""etcd plumbing shared by ``EtcdRegistry`` and ``EtcdConfigStore``.
+"""etcd plumbing shared by ``EtcdRegistry`` and ``EtcdConfigStore`` (pure helpers: ``_etcd_util``).
 
-- ``parse_etcd_url``: ``etcd://[user:password@]host:port[,host:port...][?options]``.
 - ``EtcdConnection``: one gRPC channel per endpoint (made by ``aetcd``), the
   current endpoint, and the error boundary: every gRPC/aetcd failure leaves as
   ``BackendUnreachable`` (etcd did not answer) or ``BackendError`` (it answered
@@ -8,8 +7,6 @@
 - ``watch_batches``: one etcd watch stream, yielding each response's events
   together (one transaction's changes arrive together) and raising
   ``WatchCompacted`` when etcd can no longer replay from the asked revision.
-- ``Backoff``: capped exponential backoff with full jitter (AWS Architecture
-  Blog, "Exponential Backoff and Jitter", 2015) for the reconnect loops.
 
 The raw etcd v3 gRPC API is used (``aetcd.rpc`` stubs) rather than aetcd's
 wrappers: it exposes reads at a revision, transactions with both branches and
@@ -20,18 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import aetcd
 from aetcd import rpc
 
-from qanat.errors import BackendError, BackendUnreachable, ConfigError
+from qanat.backends._etcd_util import EtcdSettings
+from qanat.errors import BackendError, BackendUnreachable
 
-DEFAULT_PORT = 2379
 _UNREACHABLE = {rpc.StatusCode.UNAVAILABLE, rpc.StatusCode.DEADLINE_EXCEEDED}
 # Short reconnect backoff in the channel itself: gRPC's default grows to 120 s,
 # far longer than a lease TTL, so a restarted etcd would be noticed too late.
@@ -58,94 +52,6 @@ class WatchCompacted(BackendError):
 
 class ConnectionClosed(BackendError):
     """The registry or config store was closed while a call or watch was in flight."""
-
-
-@dataclass(frozen=True, slots=True)
-class EtcdSettings:
-    """What an ``etcd://`` URL says. Defaults are the ones the URL may override.
-
-    ``prefix``: every key qanat writes lives under it (``?prefix=/qanat``), so
-    tests and tenants get separate namespaces. ``timeout``: deadline of one
-    request in seconds. ``connect_timeout``: how long ``open`` waits for a first
-    answer before ``BackendUnreachable``.
-    """
-
-    endpoints: tuple[tuple[str, int], ...]
-    url: str  # as given, with any password masked: used in error messages
-    prefix: str = "/qanat"
-    timeout: float = 5.0
-    connect_timeout: float = 3.0
-    username: str | None = None
-    password: str | None = None
-
-
-_OPTIONS = ("prefix", "timeout", "connect_timeout")
-
-
-def parse_etcd_url(url: str) -> EtcdSettings:
-    """Parse ``etcd://[user:pw@]host[:port][,host[:port]...][?prefix=/p&timeout=s&connect_timeout=s]``."""
-    parts = urlsplit(url)
-    if parts.scheme != "etcd":
-        raise ConfigError(f"expected an etcd:// URL, got {url!r}", source="backend URL")
-    userinfo, _, hosts = parts.netloc.rpartition("@")
-    shown = url.replace(userinfo, userinfo.split(":")[0] + ":***") if ":" in userinfo else url
-    username, _, password = userinfo.partition(":")
-    if parts.path not in ("", "/"):
-        raise ConfigError(
-            f"{shown!r} has a path ({parts.path!r}); put a key prefix in ?prefix=/name instead",
-            source="backend URL",
-        )
-    endpoints = tuple(_endpoint(h.strip(), shown) for h in hosts.split(","))
-    options: dict[str, Any] = {}
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name not in _OPTIONS:
-            raise ConfigError(
-                f"unknown option {name!r} in {shown!r}; allowed: {', '.join(_OPTIONS)}",
-                source="backend URL",
-            )
-        options[name] = _prefix(value, shown) if name == "prefix" else _seconds(name, value, shown)
-    return EtcdSettings(
-        endpoints, shown, username=username or None, password=password or None, **options
-    )
-
-
-def _endpoint(text: str, url: str) -> tuple[str, int]:
-    host, port = text, str(DEFAULT_PORT)
-    if text.startswith("["):  # [::1]:2379
-        host, _, rest = text[1:].partition("]")
-        port = rest.removeprefix(":") or port
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(
-            f"bad endpoint {text!r} in {url!r}; expected host:port, e.g. 127.0.0.1:2379",
-            source="backend URL",
-        )
-    return host, int(port)
-
-
-def _prefix(value: str, url: str) -> str:
-    prefix = value.rstrip("/")
-    if not prefix.startswith("/") or "\x00" in prefix:
-        raise ConfigError(
-            f"prefix must start with '/' and name a namespace, e.g. /qanat; "
-            f"got {value!r} in {url!r}",
-            source="backend URL",
-        )
-    return prefix
-
-
-def _seconds(name: str, value: str, url: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < 3600:
-        raise ConfigError(
-            f"{name} must be a number of seconds in (0, 3600), got {value!r} in {url!r}",
-            source="backend URL",
-        )
-    return seconds
 
 
 class EtcdConnection:
@@ -191,9 +97,15 @@ class EtcdConnection:
             await client.connect()
         return client
 
-    def failed(self) -> None:
-        """The current endpoint did not answer: use the next one from now on."""
-        self._current = (self._current + 1) % len(self.settings.endpoints)
+    @property
+    def current(self) -> int:
+        """Index of the endpoint calls go to now (pass it to ``failed``)."""
+        return self._current
+
+    def failed(self, index: int) -> None:
+        """Endpoint ``index`` did not answer: move to the next one, unless another caller did."""
+        if index == self._current:
+            self._current = (index + 1) % len(self.settings.endpoints)
 
     async def probe(self) -> None:
         """Ask each endpoint in turn for an answer; ``BackendUnreachable`` if none answers.
@@ -203,6 +115,7 @@ class EtcdConnection:
         """
         problems = []
         for _ in self.settings.endpoints:
+            index = self._current
             try:
                 await self.call(
                     "kvstub",
@@ -214,7 +127,7 @@ class EtcdConnection:
                 return
             except BackendUnreachable as exc:
                 problems.append(str(exc))
-                self.failed()
+                self.failed(index)
         raise BackendUnreachable(
             f"cannot reach etcd at {self.url} within {self.settings.connect_timeout:g} s "
             f"per endpoint; is it running (scripts/etcd.sh starts a local one)? "
@@ -335,55 +248,4 @@ def _check(conn: EtcdConnection, response: Any, start_revision: int) -> None:
         raise BackendError(f"etcd at {conn.url} cancelled a watch: {response.cancel_reason}")
 
 
-class Backoff:
-    """Capped exponential backoff with full jitter: wait U(0, min(cap, base * 2**n)).
-
-    Source: AWS Architecture Blog, "Exponential Backoff and Jitter" (2015).
-    """
-
-    def __init__(self, base: float = 0.05, cap: float = 1.0) -> None:
-        self.base, self.cap, self.attempt = base, cap, 0
-
-    def next(self) -> float:
-        """The next delay in seconds (grows with each call until ``reset``)."""
-        ceiling = min(self.cap, self.base * 2**self.attempt)
-        self.attempt = min(self.attempt + 1, 30)
-        return random.uniform(0.0, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """The ``range_end`` that makes ``[prefix, end)`` exactly the keys starting with ``prefix``."""
-    return bytes(aetcd.utils.prefix_range_end(prefix)) if prefix else b"\x00"
-
-
-def put_op(key: bytes, value: bytes, lease: int = 0) -> Any:
-    return rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value, lease=lease))
-
-
-def delete_op(key: bytes) -> Any:
-    return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
-
-
-def compare_mod(key: bytes, revision: int) -> Any:
-    """``mod_revision(key) == revision``; etcd compares an absent key as revision 0."""
-    return rpc.Compare(
-        key=key, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL, mod_revision=revision
-    )
-
-
-def compare_version(key: bytes, result: Any, version: int) -> Any:
-    return rpc.Compare(key=key, target=rpc.Compare.VERSION, result=result, version=version)
-
-
-__all__ = [
-    "Backoff",
-    "ConnectionClosed",
-    "EtcdConnection",
-    "EtcdSettings",
-    "WatchCompacted",
-    "parse_etcd_url",
-    "watch_batches",
-]
+__all__ = ["ConnectionClosed", "EtcdConnection", "WatchCompacted", "watch_batches"]

@@ -15,7 +15,8 @@ Key layout, lease and keepalive behaviour, reconnects and compaction:
 
 from __future__ import annotations
 
-from qanat.backends._etcd import EtcdSettings, WatchCompacted, parse_etcd_url
+from qanat.backends._etcd import WatchCompacted
+from qanat.backends._etcd_util import EtcdSettings, parse_etcd_url
 from qanat.backends.etcd_config import EtcdConfigStore
 from qanat.backends.etcd_registry import EtcdRegistry
 

@@ -1,28 +1,15 @@
-"""``EtcdConfigStore``: the config center on a real etcd cluster.
+"""``EtcdConfigStore``: the config center on a real etcd cluster (details: docs/etcd.md).
 
-Key layout (``P`` is the URL's ``?prefix=``, default ``/qanat``)::
-
-    P/config/<key>                       ->  the value
-    P/config-history/<key> NUL <random>  ->  {"t": "added"|"modified"|"deleted", "v": value}
-
-Revisions are etcd's: ``get`` reports the key's ``mod_revision``, ``set``
-returns the transaction's revision. ``compare_and_set`` is one transaction
-comparing ``mod_revision`` (an absent key compares as 0, etcd's
-``create_revision == 0`` idiom).
-
-History: every write made through qanat is one transaction that also puts a
-small history record; its ``create_revision`` is the revision of the change,
-and the change type comes from the transaction's branch (``version == 0``:
-added), so no write needs a read first. We chose this over walking etcd's MVCC
-history because MVCC cannot tell when a deleted key was deleted, and because
-records survive compaction. Each client trims a key's records back to
-``HISTORY_LIMIT`` (100) every 25 writes. Writes made around qanat (etcdctl)
-have no record.
-
-Watches use etcd's own (``prev_kv`` fills ``old_value``; ``start_revision`` is
-etcd's). A broken stream resumes after the last revision delivered. When etcd
-can no longer replay (the revision was compacted, or the store was wiped) the
-watch raises ``WatchCompacted``: re-read with ``get_all`` and watch again.
+``P/config/<key>`` holds the value; revisions are etcd's (``mod_revision``);
+``compare_and_set`` is one transaction comparing ``mod_revision`` (an absent
+key compares as 0). History: each write through qanat is one transaction that
+also puts a record ``P/config-history/<key> NUL <random>`` =
+``{"t": type, "v": value}``; its ``create_revision`` is the change's revision
+and the branch taken (``version == 0``: added) gives the type, so no write
+reads first. Records (unlike etcd's MVCC history) know when a key was deleted
+and survive compaction; each client trims a key's records to the last 100.
+Watches are etcd's with ``prev_kv``; they resume after a broken stream and
+raise ``WatchCompacted`` when etcd can no longer replay.
 """
 
 from __future__ import annotations
@@ -43,17 +30,15 @@ from qanat.backends._common import (
     check_revision,
     check_value,
 )
-from qanat.backends._etcd import (
+from qanat.backends._etcd import ConnectionClosed, EtcdConnection, watch_batches
+from qanat.backends._etcd_util import (
     Backoff,
-    ConnectionClosed,
-    EtcdConnection,
     compare_mod,
     compare_version,
     delete_op,
     parse_etcd_url,
     prefix_end,
     put_op,
-    watch_batches,
 )
 from qanat.errors import BackendError, BackendUnreachable
 from qanat.ports import ChangeType, ConfigChange, ConfigEntry
@@ -179,11 +164,19 @@ class EtcdConfigStore:
         return list(found.kvs)
 
     async def _wrote(self, key: str) -> None:
-        """Count a write; every ``_TRIM_EVERY`` writes, trim the key's history to the limit."""
+        """Count a write; every ``_TRIM_EVERY`` writes, trim the key's history to the limit.
+
+        Best effort: the write already happened, so a failed trim must not fail it
+        (the next trim catches up).
+        """
         count = self._writes.get(key, 0) + 1
         self._writes[key] = count % _TRIM_EVERY
         if count < _TRIM_EVERY:
             return
+        with contextlib.suppress(BackendError):
+            await self._trim(key)
+
+    async def _trim(self, key: str) -> None:
         records = await self._records(key)
         extra = records[: max(0, len(records) - HISTORY_LIMIT)]
         for i in range(0, len(extra), 64):  # etcd allows 128 operations per transaction
@@ -245,6 +238,7 @@ class EtcdConfigStore:
         skip = len(self._root.encode())
         backoff = Backoff()
         while True:
+            endpoint = self._conn.current
             try:
                 async with contextlib.aclosing(
                     watch_batches(self._conn, k, end, revision, prev_kv=True)
@@ -260,7 +254,7 @@ class EtcdConfigStore:
             except BackendUnreachable:
                 if self._conn.closed:
                     return
-                self._conn.failed()
+                self._conn.failed(endpoint)
                 await asyncio.sleep(backoff.next())
 
     async def close(self) -> None:

@@ -1,26 +1,12 @@
-"""``EtcdRegistry``: service discovery on a real etcd cluster.
+"""``EtcdRegistry``: service discovery on a real etcd cluster (details: docs/etcd.md).
 
-Key layout (``P`` is the URL's ``?prefix=``, default ``/qanat``)::
-
-    P/registry/<service>/<instance id>  ->  the instance as JSON, attached to its lease
-
-Health and enabled are fields of that JSON, rewritten in place with the same
-lease (a transaction compares ``mod_revision``), so ``set_health`` never needs
-a new lease and the instance still vanishes when its owner dies.
-
-Leases follow ``MemoryRegistry`` (the reference): ``register`` grants a lease of
-``ceil(ttl)`` seconds and a keepalive task owned by the registry renews it every
-``ttl / 3``. The task survives an etcd outage (retrying with jittered backoff,
-capped at ``ttl / 3``) and, when etcd answers that the lease is gone (expired
-during the outage, or a wiped store), grants a new lease and puts the instance
-back. Each renewal re-reads the instance, so health set elsewhere survives a
-re-registration. Deregistering from another client deletes the key but leaves
-the owner's lease: the owner does not put it back.
-
-``watch`` lists the service, yields that snapshot, then watches from the list's
-revision + 1 (no change can fall between the two). A broken stream is resumed
-from the last revision seen; a compacted revision (or a store whose revision
-went backwards) re-lists. Snapshots equal to the last one are not repeated.
+``P/registry/<service>/<id>`` holds the instance as JSON (health and enabled
+included), attached to the instance's lease; ``set_health`` rewrites it under
+the same lease in a ``mod_revision``-compared transaction. Lease semantics
+follow ``MemoryRegistry``: a keepalive task renews every ``ttl / 3``, rides out
+outages with jittered backoff, and re-registers when etcd lost the lease.
+``watch`` lists, then watches from the list's revision + 1; it resumes from the
+last revision after a broken stream and re-lists after compaction or a wipe.
 """
 
 from __future__ import annotations
@@ -36,16 +22,14 @@ from aetcd import rpc
 
 from qanat.backends._common import check_instance, check_name, check_ttl, instance_from_json
 from qanat.backends._common import instance_to_json as _to_json
-from qanat.backends._etcd import (
+from qanat.backends._etcd import ConnectionClosed, EtcdConnection, WatchCompacted, watch_batches
+from qanat.backends._etcd_util import (
     Backoff,
-    ConnectionClosed,
-    EtcdConnection,
-    WatchCompacted,
+    cancel_task,
     compare_mod,
     parse_etcd_url,
     prefix_end,
     put_op,
-    watch_batches,
 )
 from qanat.errors import BackendError, BackendUnreachable, Conflict, NotFound
 from qanat.ports import Health, Instance
@@ -99,7 +83,7 @@ class EtcdRegistry:
         key = (instance.service, instance.id)
         old = self._leases.pop(key, None)
         if old is not None:
-            await _cancel(old.task)
+            await cancel_task(old.task)
             await self._revoke(old.lease_id)
         lease = _Lease(instance, ttl)
         await self._grant_and_put(lease)
@@ -125,6 +109,7 @@ class EtcdRegistry:
         action = f"renewing the lease of {inst.service}/{inst.id}"
         while True:
             await asyncio.sleep(delay)
+            endpoint = self._conn.current
             try:
                 async with lease.lock:
                     if await self._conn.keepalive(lease.lease_id, action) > 0:
@@ -134,14 +119,16 @@ class EtcdRegistry:
                 delay = lease.ttl / 3
                 backoff.reset()
             except BackendError:
-                self._conn.failed()
+                self._conn.failed(endpoint)
                 delay = backoff.next()
 
     async def _refresh_copy(self, lease: _Lease) -> None:
         """Remember health/enabled as etcd has them, for a later re-registration."""
         kv = await self._get(lease.instance.service, lease.instance.id, "renewing a lease")
         if kv is not None and kv.lease == lease.lease_id:
-            lease.instance = instance_from_json(kv.value.decode())
+            # A value someone else garbled must not kill the keepalive: keep our copy.
+            with contextlib.suppress(ValueError, KeyError):
+                lease.instance = instance_from_json(kv.value.decode())
 
     async def _revoke(self, lease_id: int) -> None:
         # A lease that is already gone is fine: revoking it is idempotent for us.
@@ -154,7 +141,7 @@ class EtcdRegistry:
         self._check_open()
         lease = self._leases.pop((service, instance_id), None)
         if lease is not None:
-            await _cancel(lease.task)
+            await cancel_task(lease.task)
             await self._revoke(lease.lease_id)
         req = rpc.DeleteRangeRequest(key=self._key(service, instance_id))
         action = f"deregistering {service}/{instance_id}"
@@ -245,6 +232,7 @@ class EtcdRegistry:
         yield last
         backoff = Backoff()
         while not self._closed:
+            endpoint = self._conn.current
             try:
                 if state is None:  # compacted or reset: start again from a fresh listing
                     state, revision = await self._list(service)
@@ -269,7 +257,7 @@ class EtcdRegistry:
             except BackendUnreachable:
                 if self._conn.closed:  # close() ended the stream under us
                     return
-                self._conn.failed()
+                self._conn.failed(endpoint)
                 await asyncio.sleep(backoff.next())
 
     async def close(self, *, deregister: bool = True) -> None:
@@ -283,7 +271,7 @@ class EtcdRegistry:
         self._closed = True
         leases, self._leases = list(self._leases.values()), {}
         for lease in leases:
-            await _cancel(lease.task)
+            await cancel_task(lease.task)
             if deregister:
                 await self._revoke(lease.lease_id)
         await self._conn.close()
@@ -304,19 +292,6 @@ def _apply(state: dict[str, Instance], events: list[Any]) -> int:
             state[iid] = instance_from_json(event.kv.value.decode())
         revision = int(event.kv.mod_revision)
     return revision
-
-
-async def _cancel(task: asyncio.Task[None] | None) -> None:
-    if task is None or task.done():
-        return
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        # Swallow only the cancellation we caused; re-raise if we are being cancelled too.
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise
 
 
 __all__ = ["EtcdRegistry"]
