@@ -140,23 +140,29 @@ class UpstreamResponse:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
         parts: list[bytes] = []
         total = 0
-        while True:
-            if self._chunks:
-                parts.extend(self._chunks)
-                total += self._size
-                self._chunks.clear()
-                self._size = 0
-                if self._source is not None:
-                    self._source.resume_reading()
-            if max_bytes is not None and total > max_bytes:
-                await self.aclose()
-                raise BodyTooLarge(
-                    f"response body exceeds max_bytes={max_bytes}", request_sent=True,
-                    response_started=True,
-                )
-            if self._done:
-                return b"".join(parts)
-            await self._wait()
+        try:
+            while True:
+                if self._chunks:
+                    parts.extend(self._chunks)
+                    total += self._size
+                    self._chunks.clear()
+                    self._size = 0
+                    if self._source is not None:
+                        self._source.resume_reading()
+                if max_bytes is not None and total > max_bytes:
+                    self._release()
+                    raise BodyTooLarge(
+                        f"response body exceeds max_bytes={max_bytes}", request_sent=True,
+                        response_started=True,
+                    )
+                if self._done:
+                    return b"".join(parts)
+                await self._wait()
+        except asyncio.CancelledError:
+            # What was read so far is gone with this frame: the body can never be
+            # completed, so the connection must not wait for a reader (wait_for).
+            self._release()
+            raise
 
     def iter_chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives, chunk by chunk; the connection is released at its end."""
@@ -211,6 +217,9 @@ class UpstreamResponse:
 
     async def aclose(self) -> None:
         """Release the response; an unfinished body closes its connection (never reused)."""
+        self._release()
+
+    def _release(self) -> None:
         if self._closed:
             return
         self._closed = True

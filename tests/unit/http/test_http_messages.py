@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -288,3 +289,23 @@ async def test_invalid_request_sends_nothing() -> None:
         with pytest.raises(InvalidRequest, match="x-evil"):
             await pool.request(b"GET", "127.0.0.1", up.port, b"/", [(b"x-evil", b"a\r\nb: c")])
         assert pool.stats().connections_opened == 0
+
+
+async def test_cancelled_read_frees_the_connection() -> None:
+    """A read() cancelled mid-body (e.g. by wait_for) closes the connection, freeing its slot."""
+
+    async def slow_body(req: Received, ex: Exchange) -> None:
+        await ex.send(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst")
+        await ex.reader.read()
+        ex.close()
+
+    async with Upstream(slow_body) as up, HttpPool() as pool:
+        resp = await call(pool, up)
+        await eventually(lambda: resp.buffered == 5)  # "first" arrived
+        task = asyncio.ensure_future(resp.read())
+        await eventually(lambda: resp.buffered == 0)  # read() took "first" and waits for more
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert pool.stats().open == 0
+        await up.wait_until(lambda: up.closed == 1)
