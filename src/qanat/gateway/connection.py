@@ -27,11 +27,13 @@ if TYPE_CHECKING:
 
 IDLE, HEADERS, BODY = 1, 2, 3
 _NO_BODY = frozenset((204, 304))
+_OVER_CAP_BODY = (
+    b'{"type":"urn:qanat:problem:too-many-connections","title":"Service Unavailable",'
+    b'"status":503,"detail":"the gateway is at its connection cap; retry later"}'
+)
 _OVER_CAP = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\n"
-    b"connection: close\r\ncontent-length: 121\r\n\r\n"
-    b'{"type":"urn:qanat:problem:too-many-connections","title":"Service Unavailable",'
-    b'"status":503,"detail":"connection cap reached"}'
+    b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_OVER_CAP_BODY), _OVER_CAP_BODY)
 )
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
