@@ -35,7 +35,8 @@ from qanat.core.ratelimit_bucket import GCRA
 from qanat.errors import ConfigError
 
 # Times are integer-valued microseconds as Lua doubles (exact below 2^53, i.e. for
-# ~285 years of Unix time); the TAT is stored with %.17g so no precision is lost.
+# ~285 years of Unix time); the TAT is stored with %.17g so no precision is lost. The
+# 0.001 us slack absorbs rounding in sums of intervals (ten 0.1 s steps exceed 1.0 s).
 SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -46,7 +47,7 @@ local tat = tonumber(redis.call('GET', KEYS[1]))
 if tat == nil or tat < now then tat = now end
 local new_tat = tat + n * interval
 local limit = now + tau
-if new_tat > limit then
+if new_tat > limit + 0.001 then
   return {0, math.floor((limit - tat) / interval + 1e-6), math.ceil(tat - now),
           math.ceil(new_tat - limit)}
 end
