@@ -77,6 +77,19 @@ from qanat.errors import (
     Timeout,
     TooManyRequestsError,
     Unavailable,
+    WatchCompacted,
+)
+from qanat.http import (
+    ConnectError as UpstreamConnectError,
+)
+from qanat.http import (
+    HttpPool,
+    PoolOverloaded,
+    PoolStats,
+    UpstreamError,
+    UpstreamReset,
+    UpstreamResponse,
+    UpstreamTimeout,
 )
 from qanat.policy import (
     Policies,
@@ -92,8 +105,25 @@ from qanat.ports import (
     Instance,
     Registry,
 )
+from qanat.runtime import (
+    gray,
+)
 from qanat.runtime.bulkhead import (
     Bulkhead,
+)
+from qanat.runtime.client import (
+    ClientResponse,
+    ClientSettings,
+    ServiceClient,
+)
+from qanat.runtime.discovery import (
+    CacheStatus,
+    DiscoveryCache,
+)
+from qanat.runtime.health import (
+    CheckSettings,
+    HealthChecker,
+    TtlCheck,
 )
 from qanat.runtime.retrying import (
     Retrying,
@@ -101,6 +131,10 @@ from qanat.runtime.retrying import (
 )
 from qanat.runtime.service import (
     Service,
+)
+from qanat.runtime.typed_config import (
+    BoundConfig,
+    ConfigRejection,
 )
 from qanat.testing import (
     FakeClock,
@@ -118,29 +152,38 @@ __all__ = [
     "BackendError",
     "BackendUnreachable",
     "Balancer",
+    "BoundConfig",
     "BreakerSettings",
     "BreakerState",
     "BreakerStats",
     "BudgetStats",
     "Bulkhead",
     "BulkheadStats",
+    "CacheStatus",
     "CallError",
     "ChangeType",
+    "CheckSettings",
     "CircuitBreaker",
     "CircuitOpenError",
+    "ClientResponse",
+    "ClientSettings",
     "ConfigChange",
     "ConfigEntry",
     "ConfigError",
+    "ConfigRejection",
     "ConfigStore",
     "Conflict",
     "ConsistentHash",
     "Counts",
     "DeadlineExceeded",
     "Decision",
+    "DiscoveryCache",
     "Endpoint",
     "EndpointLike",
     "FakeClock",
     "Health",
+    "HealthChecker",
+    "HttpPool",
     "Instance",
     "Jitter",
     "LeastRequest",
@@ -153,6 +196,8 @@ __all__ = [
     "PeakEwmaP2C",
     "Policies",
     "Policy",
+    "PoolOverloaded",
+    "PoolStats",
     "QanatError",
     "RateLimited",
     "RateLimiter",
@@ -164,6 +209,7 @@ __all__ = [
     "Retrying",
     "RoundRobin",
     "Service",
+    "ServiceClient",
     "SlidingWindow",
     "SmoothWeightedRoundRobin",
     "ThrottleStats",
@@ -171,9 +217,17 @@ __all__ = [
     "TokenBucket",
     "TooManyRequestsError",
     "Topology",
+    "TtlCheck",
     "Unavailable",
     "Unkeyed",
+    "UpstreamConnectError",
+    "UpstreamError",
+    "UpstreamReset",
+    "UpstreamResponse",
+    "UpstreamTimeout",
+    "WatchCompacted",
     "WeightedRandom",
+    "gray",
     "load_policies",
     "load_topology",
     "make_balancer",

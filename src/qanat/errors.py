@@ -85,6 +85,18 @@ class BackendError(QanatError):
     """A backend failed or could not be reached (etcd, SQLite, NATS, Redis ...)."""
 
 
+class WatchCompacted(BackendError):
+    """etcd cannot replay a watch from the asked revision (compacted, or the store was reset).
+
+    ``compact_revision`` is the oldest revision etcd can still replay from
+    (0 when the store's revision went backwards, as after a restore or a wipe).
+    """
+
+    def __init__(self, message: str, *, compact_revision: int) -> None:
+        super().__init__(message)
+        self.compact_revision = compact_revision
+
+
 class BackendUnreachable(BackendError):
     """The backend could not be reached at all; the URL is in the message."""
 
@@ -105,4 +117,5 @@ __all__ = [
     "Timeout",
     "TooManyRequestsError",
     "Unavailable",
+    "WatchCompacted",
 ]

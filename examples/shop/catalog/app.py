@@ -8,11 +8,11 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query
 from pydantic import BaseModel
+from shop_common.db import ensure_schema, make_engine
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, or_, select
 
 import qanat
 from catalog.seed import PRODUCTS
-from shop_common.db import make_engine
 
 metadata = MetaData()
 products = Table(
@@ -29,12 +29,14 @@ engine = make_engine("catalog")
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    await ensure_schema(engine, metadata)
     async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
         for pid, name, desc, price, seller in PRODUCTS:
-            await conn.execute(insert(products).prefix_with("OR IGNORE").values(
-                id=pid, name=name, description=desc, price_cents=price, seller_id=seller
-            ))  # fmt: skip
+            await conn.execute(
+                insert(products)
+                .prefix_with("OR IGNORE")
+                .values(id=pid, name=name, description=desc, price_cents=price, seller_id=seller)
+            )
     yield
     await engine.dispose()
 
@@ -62,20 +64,30 @@ class ProductPage(BaseModel):
 
 @app.get("/products", response_model=ProductPage)
 async def list_products(
-    q: Annotated[str | None, Query(max_length=100, description="search in name and description")] = None,
+    q: Annotated[
+        str | None, Query(max_length=100, description="search in name and description")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> ProductPage:
     where = []
     if q:
         pattern = f"%{q.lower()}%"
-        where.append(or_(func.lower(products.c.name).like(pattern),
-                         func.lower(products.c.description).like(pattern)))  # fmt: skip
+        where.append(
+            or_(
+                func.lower(products.c.name).like(pattern),
+                func.lower(products.c.description).like(pattern),
+            )
+        )
     async with engine.connect() as conn:
-        total = (await conn.execute(select(func.count()).select_from(products).where(*where))).scalar_one()
-        rows = (await conn.execute(
-            select(products).where(*where).order_by(products.c.id).limit(limit).offset(offset)
-        )).all()  # fmt: skip
+        total = (
+            await conn.execute(select(func.count()).select_from(products).where(*where))
+        ).scalar_one()
+        rows = (
+            await conn.execute(
+                select(products).where(*where).order_by(products.c.id).limit(limit).offset(offset)
+            )
+        ).all()
     items = [Product(**row._mapping) for row in rows]
     return ProductPage(items=items, total=total, limit=limit, offset=offset)
 

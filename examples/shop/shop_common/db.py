@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import MetaData, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -28,3 +29,15 @@ def make_engine(default_name: str) -> AsyncEngine:
 
         return engine
     return create_async_engine(url, pool_size=10)
+
+
+async def ensure_schema(engine: AsyncEngine, metadata: MetaData) -> None:
+    """Create missing tables; replicas starting together may race, so a lost race is retried."""
+    for attempt in range(5):
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
+            return
+        except OperationalError as exc:
+            if "already exists" not in str(exc) or attempt == 4:
+                raise

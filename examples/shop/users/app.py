@@ -16,11 +16,11 @@ from typing import Annotated
 from fastapi import FastAPI, Header, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from shop_common.db import ensure_schema, make_engine
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
 from sqlalchemy.exc import IntegrityError
 
 import qanat
-from shop_common.db import make_engine
 
 metadata = MetaData()
 users = Table(
@@ -38,16 +38,19 @@ idempotency = Table(
     Column("status", Integer, nullable=False),
     Column("body", String, nullable=False),
 )
-SELLERS = [(1, "Acme Supplies", "sales@acme.example"), (2, "Bright Books", "hello@bright.example"),
-           (3, "Cedar Tools", "shop@cedar.example")]  # fmt: skip
+SELLERS = [
+    (1, "Acme Supplies", "sales@acme.example"),
+    (2, "Bright Books", "hello@bright.example"),
+    (3, "Cedar Tools", "shop@cedar.example"),
+]
 
 engine = make_engine("users")
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    await ensure_schema(engine, metadata)
     async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
         for uid, name, email in SELLERS:
             await conn.execute(
                 insert(users).prefix_with("OR IGNORE").values(id=uid, name=name, email=email)
@@ -79,9 +82,9 @@ async def create_user(
     fingerprint = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
     async with engine.begin() as conn:
         if idempotency_key:
-            row = (await conn.execute(
-                select(idempotency).where(idempotency.c.key == idempotency_key)
-            )).first()  # fmt: skip
+            row = (
+                await conn.execute(select(idempotency).where(idempotency.c.key == idempotency_key))
+            ).first()
             if row is not None:
                 if row.fingerprint != fingerprint:
                     raise HTTPException(422, "Idempotency-Key reused with a different payload")
@@ -94,9 +97,11 @@ async def create_user(
         assert key is not None
         out = UserOut(id=key[0], name=body.name, email=body.email).model_dump()
         if idempotency_key:
-            await conn.execute(insert(idempotency).values(
-                key=idempotency_key, fingerprint=fingerprint, status=201, body=json.dumps(out)
-            ))  # fmt: skip
+            await conn.execute(
+                insert(idempotency).values(
+                    key=idempotency_key, fingerprint=fingerprint, status=201, body=json.dumps(out)
+                )
+            )
     return JSONResponse(out, status_code=201)
 
 

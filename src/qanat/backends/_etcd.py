@@ -24,7 +24,7 @@ import aetcd
 from aetcd import rpc
 
 from qanat.backends._etcd_util import EtcdSettings
-from qanat.errors import BackendError, BackendUnreachable
+from qanat.errors import BackendError, BackendUnreachable, WatchCompacted
 
 _UNREACHABLE = {rpc.StatusCode.UNAVAILABLE, rpc.StatusCode.DEADLINE_EXCEEDED}
 # Short reconnect backoff in the channel itself: gRPC's default grows to 120 s,
@@ -36,18 +36,6 @@ _CHANNEL_OPTIONS = {
     "grpc.keepalive_time_ms": 10_000,  # etcd accepts pings every >= 5 s by default
     "grpc.keepalive_timeout_ms": 5_000,
 }
-
-
-class WatchCompacted(BackendError):
-    """etcd cannot replay a watch from the asked revision (compacted, or the store was reset).
-
-    ``compact_revision`` is the oldest revision etcd can still replay from
-    (0 when the store's revision went backwards, as after a restore or a wipe).
-    """
-
-    def __init__(self, message: str, *, compact_revision: int) -> None:
-        super().__init__(message)
-        self.compact_revision = compact_revision
 
 
 class ConnectionClosed(BackendError):

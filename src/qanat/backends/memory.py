@@ -197,8 +197,10 @@ class MemoryRegistry:
                     continue  # re-check: the consumer may have changed state while we yielded
                 expiry = state.next_expiry(service)
                 timeout = None if expiry is None else max(0.0, expiry - state.clock()) + 0.001
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await event.wait()
         finally:
             state.waiters.discard(event)
 

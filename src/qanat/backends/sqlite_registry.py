@@ -217,8 +217,10 @@ class SqliteRegistry:
                     yield snap
                     continue
                 timeout = None if expiry is None else max(0.0, expiry - self._clock()) + 0.005
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await event.wait()
         finally:
             self._feed.unsubscribe(event)
 

@@ -26,6 +26,7 @@ class InstanceEnv:
     ttl: float = 10.0
     drain_timeout: float = 10.0
     state_dir: str = ".qanat"
+    topology: str = ""  # path of qanat.yaml: policies for outgoing calls
 
     def to_env(self) -> dict[str, str]:
         return {
@@ -42,6 +43,7 @@ class InstanceEnv:
             "QANAT_TTL": str(self.ttl),
             "QANAT_DRAIN_TIMEOUT": str(self.drain_timeout),
             "QANAT_STATE_DIR": self.state_dir,
+            "QANAT_TOPOLOGY": self.topology,
         }
 
     @classmethod
@@ -67,4 +69,5 @@ class InstanceEnv:
             ttl=float(env.get("QANAT_TTL", "10")),
             drain_timeout=float(env.get("QANAT_DRAIN_TIMEOUT", "10")),
             state_dir=env.get("QANAT_STATE_DIR", ".qanat"),
+            topology=env.get("QANAT_TOPOLOGY", ""),
         )

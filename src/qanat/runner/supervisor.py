@@ -72,6 +72,7 @@ class Supervisor:
             ttl=spec.ttl,
             drain_timeout=spec.drain_timeout,
             state_dir=str(topo.state_path),
+            topology=str(topo.root / "qanat.yaml"),
         )
         argv = [
             python(), "-m", "qanat.runner.instance",

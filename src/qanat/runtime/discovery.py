@@ -165,8 +165,12 @@ class DiscoveryCache:
             return CacheStatus("unknown", None, error, 0, 0, False)
         state: Literal["fresh", "stale"] = "fresh" if entry.stale_since is None else "stale"
         return CacheStatus(
-            state, self._clock() - entry.updated_at, entry.last_error, len(entry.snapshot),
-            len(self._selected.get(service, ())), entry.panic,
+            state,
+            self._clock() - entry.updated_at,
+            entry.last_error,
+            len(entry.snapshot),
+            len(self._selected.get(service, ())),
+            entry.panic,
         )
 
     def on_change(self, service: str, listener: Listener) -> Callable[[], None]:
@@ -213,8 +217,11 @@ class DiscoveryCache:
                 entry.last_error = f"{type(exc).__name__}: {exc}"
                 if entry.stale_since is None:
                     entry.stale_since = self._clock()
-                log.warning("discovery watch of %r failed (%s); serving last-known-good",
-                            service, entry.last_error)
+                log.warning(
+                    "discovery watch of %r failed (%s); serving last-known-good",
+                    service,
+                    entry.last_error,
+                )
             base, cap = self._backoff
             await asyncio.sleep(backoff_delay(attempt, base=base, cap=cap, rand=self._rand()))
             attempt += 1
@@ -223,8 +230,12 @@ class DiscoveryCache:
         threshold = self._thresholds.get(service, self._default)
         selected, panic = select(snapshot, threshold)
         if panic and not entry.panic:
-            log.warning("service %r below protection threshold %.0f%%: serving all %d enabled",
-                        service, threshold * 100, len(selected))
+            log.warning(
+                "service %r below protection threshold %.0f%%: serving all %d enabled",
+                service,
+                threshold * 100,
+                len(selected),
+            )
         previous = self._selected.get(service)
         entry.snapshot, entry.panic = snapshot, panic
         entry.updated_at, entry.stale_since = self._clock(), None

@@ -76,8 +76,11 @@ class GrayRelease:
 
     def to_json(self) -> str:
         """The stored document (see the module docstring)."""
-        doc: dict[str, Any] = {"values": dict(self.values), "tags": list(self.tags),
-                               "percent": self.percent}
+        doc: dict[str, Any] = {
+            "values": dict(self.values),
+            "tags": list(self.tags),
+            "percent": self.percent,
+        }
         return json.dumps(doc, separators=(",", ":"), sort_keys=True)
 
 
@@ -96,17 +99,22 @@ def parse_release(prefix: str, text: str, revision: int) -> GrayRelease:
     return _release(prefix, values, doc.get("tags") or (), doc.get("percent"), revision, where)
 
 
-def _release(prefix: str, values: Mapping[str, str], tags: Iterable[str], percent: object,
-             revision: int, where: str) -> GrayRelease:
+def _release(
+    prefix: str,
+    values: Mapping[str, str],
+    tags: Iterable[str],
+    percent: object,
+    revision: int,
+    where: str,
+) -> GrayRelease:
     if isinstance(tags, str) or not all(isinstance(t, str) and t for t in tags):
-        raise ConfigError(f"'tags' must be a list of non-empty strings, got {tags!r}",
-                          source=where)
+        raise ConfigError(f"'tags' must be a list of non-empty strings, got {tags!r}", source=where)
     if percent is not None and (
-        isinstance(percent, bool) or not isinstance(percent, int | float)
-        or not 0 <= percent <= 100
+        isinstance(percent, bool) or not isinstance(percent, int | float) or not 0 <= percent <= 100
     ):
-        raise ConfigError(f"'percent' must be a number from 0 to 100, got {percent!r}",
-                          source=where)
+        raise ConfigError(
+            f"'percent' must be a number from 0 to 100, got {percent!r}", source=where
+        )
     tags = tuple(tags)
     if not tags and percent is None:
         raise ConfigError("say who gets the release: give tags, percent, or both", source=where)
@@ -140,8 +148,10 @@ async def start(
 
         validate(model, prefix, {**await load_raw(store, prefix), **encoded})
     if not await store.compare_and_set(gray_key(prefix), release.to_json(), expected_revision=0):
-        raise Conflict(f"a gray release of {prefix!r} is already running "
-                       f"(key {gray_key(prefix)!r}); promote or roll it back first")
+        raise Conflict(
+            f"a gray release of {prefix!r} is already running "
+            f"(key {gray_key(prefix)!r}); promote or roll it back first"
+        )
     return await _require(store, prefix)
 
 

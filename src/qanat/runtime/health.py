@@ -57,13 +57,20 @@ class CheckSettings:
     def __post_init__(self) -> None:
         for name in ("interval", "timeout"):
             if not getattr(self, name) > 0:
-                raise ConfigError(f"must be > 0 seconds, got {getattr(self, name)!r}",
-                                  source=f"CheckSettings.{name}")
+                raise ConfigError(
+                    f"must be > 0 seconds, got {getattr(self, name)!r}",
+                    source=f"CheckSettings.{name}",
+                )
         if self.deregister_critical_after is not None and self.deregister_critical_after < 0:
-            raise ConfigError("must be >= 0 seconds or None (never deregister)",
-                              source="CheckSettings.deregister_critical_after")
-        for name in ("success_before_passing", "failures_before_critical",
-                     "failures_before_warning"):
+            raise ConfigError(
+                "must be >= 0 seconds or None (never deregister)",
+                source="CheckSettings.deregister_critical_after",
+            )
+        for name in (
+            "success_before_passing",
+            "failures_before_critical",
+            "failures_before_warning",
+        ):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"must be >= 0, got {value!r}", source=f"CheckSettings.{name}")
@@ -131,8 +138,10 @@ class CheckState:
     def should_deregister(self, now: float) -> bool:
         """True once the check has stayed critical longer than ``deregister_critical_after``."""
         limit = self.settings.deregister_critical_after
-        return limit is not None and self.critical_since is not None and (
-            now - self.critical_since > limit
+        return (
+            limit is not None
+            and self.critical_since is not None
+            and (now - self.critical_since > limit)
         )
 
 
@@ -227,7 +236,9 @@ async def _get_status(url: str) -> tuple[int, str]:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     reader, writer = await asyncio.open_connection(
-        parts.hostname, port, ssl=True if parts.scheme == "https" else None,
+        parts.hostname,
+        port,
+        ssl=True if parts.scheme == "https" else None,
         limit=_MAX_STATUS_LINE,
     )
     try:
@@ -364,9 +375,16 @@ class HealthChecker:
         """Every check's current state, sorted by service and instance id."""
         now = self._clock()
         return [
-            CheckReport(c.instance.service, c.instance.id, c.kind, c.state.status,
-                        c.state.output, c.state.critical_for(now), c.state.successes,
-                        c.state.failures)
+            CheckReport(
+                c.instance.service,
+                c.instance.id,
+                c.kind,
+                c.state.status,
+                c.state.output,
+                c.state.critical_for(now),
+                c.state.successes,
+                c.state.failures,
+            )
             for _, c in sorted(self._checks.items())
         ]
 
@@ -381,8 +399,13 @@ class HealthChecker:
                 await self._registry.set_health(service, instance_id, status, check.state.output)
                 check.written = status
             if check.state.should_deregister(now):
-                log.warning("deregistering %s/%s: critical for %.1fs (%s)", service,
-                            instance_id, check.state.critical_for(now), check.state.output)
+                log.warning(
+                    "deregistering %s/%s: critical for %.1fs (%s)",
+                    service,
+                    instance_id,
+                    check.state.critical_for(now),
+                    check.state.output,
+                )
                 await self._registry.deregister(service, instance_id)
                 self._drop(check)
                 return False

@@ -32,12 +32,17 @@ from starlette.responses import JSONResponse, Response
 
 from qanat.backends import open_registry
 from qanat.errors import ConfigError
+from qanat.http import HttpPool
 from qanat.observability.logging import configure_logging
 from qanat.observability.metrics import ServiceMetrics
 from qanat.observability.tracing import setup_tracing
+from qanat.policy import Policies, load_policies
 from qanat.ports import Instance, Registry
 from qanat.runner.env import InstanceEnv
+from qanat.runtime.client import ServiceClient, settings_from_policy
+from qanat.runtime.discovery import DiscoveryCache
 from qanat.runtime.middleware import QanatMiddleware
+from qanat.topology import load_topology
 
 log = logging.getLogger("qanat.service")
 _RUNNING: list[Service] = []  # services started in this process, drained on SIGTERM
@@ -83,8 +88,11 @@ class Service:
         self.in_flight = 0
         self.draining = False
         self.started = False
-        self._clients: dict[str, Any] = {}
+        self._clients: dict[str, ServiceClient] = {}
+        self.pool = HttpPool()
+        self.discovery: DiscoveryCache | None = None
         self._on_stop: list[Callable[[], Any]] = []
+        self._policy_cache: Policies | None = None
         self._install()
 
     # -- wiring into the app ---------------------------------------------------
@@ -116,8 +124,12 @@ class Service:
         configure_logging(self.name, instance_id)
         state_dir = self.env.state_dir if self.env else ".qanat"
         self._tracer_provider = setup_tracing(self.name, instance_id, state_dir)
-        if self.env is not None and self.registry_url:
+        if self.registry_url:
             self.registry = await open_registry(self.registry_url)
+            self.discovery = DiscoveryCache(self.registry)
+            for client in self._clients.values():
+                client.bind(self.discovery, self.pool)
+        if self.env is not None and self.registry is not None:
             self.instance = Instance(
                 id=self.env.instance_id,
                 service=self.name,
@@ -149,9 +161,11 @@ class Service:
             if asyncio.iscoroutine(result):
                 with contextlib.suppress(Exception):
                     await result
-        for client in self._clients.values():
+        if self.discovery is not None:
             with contextlib.suppress(Exception):
-                await client.aclose()
+                await self.discovery.close()
+        with contextlib.suppress(Exception):
+            await self.pool.aclose()
         if self.registry is not None:
             with contextlib.suppress(Exception):
                 await self.registry.close()
@@ -163,6 +177,31 @@ class Service:
     def on_stop(self, callback: Callable[[], Any]) -> None:
         """Run ``callback`` (sync or async) when the service stops, in reverse order."""
         self._on_stop.append(callback)
+
+    # -- outgoing calls --------------------------------------------------------
+
+    def client(self, target: str) -> ServiceClient:
+        """The resilient client for ``target`` (one per target; usable once the app started).
+
+        Its timeouts, retries, breaker and balancer come from the target's
+        policies in ``qanat.yaml`` (``policies.targets.services.<target>``).
+        """
+        client = self._clients.get(target)
+        if client is None:
+            settings = settings_from_policy(self._policies().for_target(target))
+            client = self._clients[target] = ServiceClient(target, settings=settings)
+            if self.discovery is not None:
+                client.bind(self.discovery, self.pool)
+        return client
+
+    def _policies(self) -> Policies:
+        if self._policy_cache is None:
+            path = self.env.topology if self.env else ""
+            spec: dict[str, Any] = {}
+            if path:
+                spec = load_topology(path).policies
+            self._policy_cache = load_policies(spec)
+        return self._policy_cache
 
     # -- probes ----------------------------------------------------------------
 

@@ -66,8 +66,11 @@ def nest(prefix: str, raw: Mapping[str, str]) -> dict[str, Any]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
                 parent = "/".join(parts[: depth + 1])
-                raise ConfigError(f"{prefix}/{parent} holds a plain value, so it cannot have "
-                                  "nested keys; delete one of the two", source=f"{prefix}/{rel}")
+                raise ConfigError(
+                    f"{prefix}/{parent} holds a plain value, so it cannot have "
+                    "nested keys; delete one of the two",
+                    source=f"{prefix}/{rel}",
+                )
             node = child
         value = decode_value(raw[rel])
         if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
@@ -85,20 +88,23 @@ def validate(model: type[M], prefix: str, raw: Mapping[str, str]) -> M:
         problems = []
         for err in exc.errors(include_url=False):
             loc = [str(part) for part in err["loc"]]
-            rel = next(("/".join(loc[:n]) for n in range(len(loc), 0, -1)
-                        if "/".join(loc[:n]) in raw), "/".join(loc))
+            rel = next(
+                ("/".join(loc[:n]) for n in range(len(loc), 0, -1) if "/".join(loc[:n]) in raw),
+                "/".join(loc),
+            )
             shown = f"value {raw[rel]!r}" if rel in raw else "key not set"
             problems.append((f"{prefix}/{rel}", f"{err['msg']} ({shown})"))
         first = problems[0][0]
         rest = "; ".join(f"{key}: {msg}" for key, msg in problems[1:])
-        raise ConfigError(problems[0][1] + (f"; also {rest}" if rest else ""),
-                          source=first) from None
+        raise ConfigError(
+            problems[0][1] + (f"; also {rest}" if rest else ""), source=first
+        ) from None
 
 
 async def load_raw(store: ConfigStore, prefix: str) -> dict[str, str]:
     """The keys under ``prefix/``, relative to it, with their values."""
     base = prefix.rstrip("/") + "/"
-    return {k[len(base):]: e.value for k, e in (await store.get_all(base)).items()}
+    return {k[len(base) :]: e.value for k, e in (await store.get_all(base)).items()}
 
 
 OnChange = Callable[[int, ConfigError | None], Awaitable[None]]
@@ -158,11 +164,12 @@ class _Follower:
             else:
                 try:
                     self.release = _gray.parse_release(
-                        self._prefix, change.new_value, change.revision)
+                        self._prefix, change.new_value, change.revision
+                    )
                 except ConfigError as exc:
                     return exc  # keep the release we had
             return None
-        rel = change.key[len(self._prefix) + 1:]
+        rel = change.key[len(self._prefix) + 1 :]
         self._revs[rel] = change.revision
         if change.new_value is None:
             self.base.pop(rel, None)
@@ -173,7 +180,7 @@ class _Follower:
     def _known(self, part: str, change: ConfigChange) -> bool:
         floor = self._floors[part]
         if part == "base":
-            floor = max(floor, self._revs.get(change.key[len(self._prefix) + 1:], 0))
+            floor = max(floor, self._revs.get(change.key[len(self._prefix) + 1 :], 0))
         return change.revision <= floor
 
     def start(self) -> None:
@@ -181,18 +188,21 @@ class _Follower:
         self._tasks.start(self._follow("gray"), name="gray")
 
     async def _follow(self, part: str) -> None:
-        key, prefix = ((self._prefix + "/", True) if part == "base"
-                       else (_gray.gray_key(self._prefix), False))
+        key, prefix = (
+            (self._prefix + "/", True) if part == "base" else (_gray.gray_key(self._prefix), False)
+        )
         attempt, reload = 0, False
         while True:
             try:
                 if reload:  # after an outage: start again from the store's state
                     await (self._load_base() if part == "base" else self._load_gray())
                     await self._on_change(
-                        self.revision, self.gray_error if part == "gray" else None)
+                        self.revision, self.gray_error if part == "gray" else None
+                    )
                 reload = True
-                changes = self._store.watch(key, prefix=prefix,
-                                            start_revision=self._floors[part] + 1)
+                changes = self._store.watch(
+                    key, prefix=prefix, start_revision=self._floors[part] + 1
+                )
                 async for change in changes:
                     attempt = 0
                     if not self._known(part, change):
@@ -236,16 +246,19 @@ class BoundConfig(Generic[M]):
         tags: Iterable[str] = (),
     ) -> None:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            raise ConfigError(f"expected a pydantic model class, got {model!r}",
-                              source="BoundConfig.model")
+            raise ConfigError(
+                f"expected a pydantic model class, got {model!r}", source="BoundConfig.model"
+            )
         if not model.model_config.get("frozen"):
             raise ConfigError(
                 f"{model.__name__} must be frozen so readers cannot change the shared "
                 "instance: add model_config = ConfigDict(frozen=True)",
-                source="BoundConfig.model")
+                source="BoundConfig.model",
+            )
         if not prefix.strip("/"):
-            raise ConfigError("must name a key prefix, e.g. 'config/orders'",
-                              source="BoundConfig.prefix")
+            raise ConfigError(
+                "must name a key prefix, e.g. 'config/orders'", source="BoundConfig.prefix"
+            )
         self.prefix = prefix.rstrip("/")
         self.model = model
         self.instance_id = instance_id
@@ -317,8 +330,10 @@ class BoundConfig(Generic[M]):
             async with asyncio.timeout(timeout), self._seen:
                 await self._seen.wait_for(lambda: self.revision >= revision)
         except TimeoutError:
-            raise Timeout(f"config {self.prefix!r} did not see revision {revision} within "
-                          f"{timeout}s (at {self.revision})") from None
+            raise Timeout(
+                f"config {self.prefix!r} did not see revision {revision} within "
+                f"{timeout}s (at {self.revision})"
+            ) from None
 
     async def _rebuild(self, revision: int, error: ConfigError | None) -> None:
         await self._rebuild_now(revision, error)
@@ -353,11 +368,15 @@ class BoundConfig(Generic[M]):
 
     def _reject(self, exc: ConfigError, raw: Mapping[str, str], revision: int) -> None:
         key = exc.source or self.prefix
-        rel = key[len(self.prefix) + 1:] if key.startswith(self.prefix + "/") else None
+        rel = key[len(self.prefix) + 1 :] if key.startswith(self.prefix + "/") else None
         value = raw.get(rel) if rel is not None else None
         self.last_error = ConfigRejection(key, value, str(exc), revision)
-        log.error("config %r: rejected change at revision %d, keeping the running config: %s",
-                  self.prefix, revision, exc)
+        log.error(
+            "config %r: rejected change at revision %d, keeping the running config: %s",
+            self.prefix,
+            revision,
+            exc,
+        )
 
     async def close(self) -> None:
         """Stop following the store; ``current`` keeps the last model."""
