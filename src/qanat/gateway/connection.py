@@ -25,7 +25,8 @@ from qanat.gateway.writer import write_reply
 if TYPE_CHECKING:
     from qanat.gateway.server import HttpServer
 
-IDLE, HEADERS, BODY = 1, 2, 3
+IDLE, HEADERS, BODY, LINGER = 1, 2, 3, 4
+LINGER_SECONDS = 2.0  # nginx lingering_timeout is 5 s; an error answer needs only a moment
 _NO_BODY = frozenset((204, 304))
 _OVER_CAP_BODY = (
     b'{"type":"urn:qanat:problem:too-many-connections","title":"Service Unavailable",'
@@ -300,6 +301,25 @@ class HttpProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    def linger(self) -> None:
+        """Close after an error without losing the answer (nginx's lingering close).
+
+        Closing a socket that still has unread input makes the kernel send an
+        RST, which can destroy our 4xx before the client reads it. So: send
+        FIN, keep reading and dropping input for up to ``LINGER_SECONDS``,
+        then close (the client usually closes first when it sees the FIN).
+        """
+        self._closing = True
+        t = self._transport
+        if t is None or t.is_closing():
+            return
+        if not t.can_write_eof():
+            t.close()
+            return
+        t.write_eof()
+        t.resume_reading()
+        self._arm(LINGER, LINGER_SECONDS)
+
     def abort(self) -> None:
         self._closing = True
         if self._transport is not None:
@@ -327,10 +347,15 @@ class HttpProtocol(asyncio.Protocol):
                                     close=True)
                     self._srv.rejected[item.status] = self._srv.rejected.get(item.status, 0) + 1
                     await write_reply(self, None, reply, keep=False)
-                    self.close()
+                    self.linger()
                     return
                 if not await self._serve(item):
-                    self.close()
+                    body = item.body
+                    unread = body is not None and (not body.done or body.error is not None)
+                    if unread or self._queue or self._error is not None:
+                        self.linger()
+                    else:
+                        self.close()
                     return
         finally:
             self._task = None
