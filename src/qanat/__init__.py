@@ -47,7 +47,7 @@ from qanat.core.ratelimit import (
     Unkeyed,
 )
 from qanat.core.ratelimit import (
-    headers as ratelimit_headers,
+    headers as rate_limit_headers,
 )
 from qanat.core.retry import (
     BudgetStats,
@@ -234,6 +234,6 @@ __all__ = [
     "open_config_store",
     "open_registry",
     "parse_retry_after",
-    "ratelimit_headers",
+    "rate_limit_headers",
     "retry",
 ]
