@@ -29,6 +29,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -42,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from harness import per_call_ns
 from qanat.backends import open_registry
+from qanat.errors import QanatError
 from qanat.ports import Health, Instance, Registry
 from qanat.runtime.discovery import DiscoveryCache
 
@@ -62,15 +64,23 @@ def fingerprint(snapshot: Sequence[Instance]) -> str:
 
 
 async def child_watch(url: str, service: str) -> None:
-    """Print ``<monotonic> <count> <fingerprint or ->`` for every snapshot, until killed."""
+    """Print ``<monotonic> <count> <fingerprint>`` per snapshot until stdin closes."""
     registry = await open_registry(url)
-    try:
+
+    async def report() -> None:
         async for snapshot in registry.watch(service):
             now = time.monotonic()
             fp = fingerprint(snapshot) if len(snapshot) <= 2 * BASE else "(many)"
             sys.stdout.write(f"{now!r} {len(snapshot)} {fp}\n")
             sys.stdout.flush()
+
+    task = asyncio.create_task(report())
+    try:  # the parent closes our stdin (or dies): then stop
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         await registry.close()
 
 
@@ -97,7 +107,8 @@ async def child_churn(url: str, service: str, first: int, count: int, concurrenc
     try:
         print("ready", flush=True)
         for word, fn in (("registered", register), ("left", deregister)):
-            await loop.run_in_executor(None, sys.stdin.readline)  # "go", then "leave"
+            if not await loop.run_in_executor(None, sys.stdin.readline):  # "go", then "leave"
+                return  # stdin closed: the parent is gone
             start = time.monotonic()
             await each(fn)
             print(f"{word} {start!r} {time.monotonic()!r}", flush=True)
@@ -116,6 +127,7 @@ class Child:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(HERE), *args,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,  # Ctrl-C reaches only us; we stop the helpers
         )  # fmt: skip
         return cls(proc)
 
@@ -133,15 +145,17 @@ class Child:
         await self.proc.stdin.drain()
 
     async def stop(self) -> None:
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.terminate()
-            try:
+        """Close its stdin (it exits cleanly), then terminate, then kill, each with a deadline."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        for signal_it in (None, self.proc.terminate, self.proc.kill):
+            if signal_it is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    signal_it()
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
                     await self.proc.wait()
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+                    return
 
 
 # ---------------------------------------------------------------- 1. watch propagation
@@ -419,8 +433,10 @@ async def backend_url(name: str, etcd: str) -> AsyncIterator[str]:
             shutil.rmtree(tmp, ignore_errors=True)
     else:
         prefix = f"/qanat-bench-{uuid.uuid4().hex[:12]}"
+        url = f"{etcd}{'&' if '?' in etcd else '?'}prefix={prefix}"
+        await (await open_registry(url)).close()  # unreachable: fail now, nothing to clean
         try:
-            yield f"{etcd}{'&' if '?' in etcd else '?'}prefix={prefix}"
+            yield url
         finally:
             await delete_etcd_prefix(etcd, prefix)
 
@@ -448,6 +464,10 @@ async def delete_etcd_prefix(etcd: str, prefix: str) -> None:
 
 
 async def run(args: argparse.Namespace) -> list[BackendResult]:
+    task = asyncio.current_task()
+    assert task is not None
+    # SIGTERM cancels the run as Ctrl-C does, so the finally blocks clean up.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     rng = random.Random(args.seed)
     changes, instances = (51, 100) if args.quick else (501, 1000)
     results = []
@@ -478,7 +498,12 @@ def main(argv: list[str]) -> None:
     if unknown := set(args.backends.split(",")) - {"sqlite", "etcd"}:
         parser.error(f"unknown backend(s) {', '.join(sorted(unknown))}; choose from sqlite,etcd")
     load = os.getloadavg()
-    results = asyncio.run(run(args))
+    try:
+        results = asyncio.run(run(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        raise SystemExit("interrupted; cleaned up") from None
+    except QanatError as exc:  # e.g. etcd not running: say so without a traceback
+        raise SystemExit(f"discovery benchmark: {type(exc).__name__}: {exc}") from None
     command = " ".join([".venv/bin/python", "benchmarks/discovery.py", *argv])
     print(report(results, command, load, os.getloadavg()))
 
