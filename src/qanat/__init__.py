@@ -46,8 +46,8 @@ from qanat.core.ratelimit import (
     TokenBucket,
     Unkeyed,
 )
-from qanat.core.ratelimit import (
-    headers as rate_limit_headers,
+from qanat.core.ratelimit_headers import (
+    rate_limit_headers,
 )
 from qanat.core.retry import (
     BudgetStats,
@@ -136,6 +136,14 @@ from qanat.runtime.typed_config import (
     BoundConfig,
     ConfigRejection,
 )
+from qanat.security import (
+    ApiKeyAuth,
+    AuthFailure,
+    Identity,
+    JwtAuthenticator,
+    JwtVerifier,
+    hash_api_key,
+)
 from qanat.testing import (
     FakeClock,
 )
@@ -149,6 +157,8 @@ __version__ = "0.1.0"
 __all__ = [
     "GCRA",
     "AdaptiveThrottle",
+    "ApiKeyAuth",
+    "AuthFailure",
     "BackendError",
     "BackendUnreachable",
     "Balancer",
@@ -184,8 +194,11 @@ __all__ = [
     "Health",
     "HealthChecker",
     "HttpPool",
+    "Identity",
     "Instance",
     "Jitter",
+    "JwtAuthenticator",
+    "JwtVerifier",
     "LeastRequest",
     "NoEndpoints",
     "NotFound",
@@ -228,6 +241,7 @@ __all__ = [
     "WatchCompacted",
     "WeightedRandom",
     "gray",
+    "hash_api_key",
     "load_policies",
     "load_topology",
     "make_balancer",

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 import time
 from collections.abc import Callable, Hashable
 from typing import Any, ParamSpec, Protocol, TypeVar
@@ -105,23 +104,6 @@ class RateLimiter:
         return wrapper
 
 
-def headers(
-    d: Decision, *, policy: str = "default", window: float | None = None
-) -> list[tuple[str, str]]:
-    """Response headers for ``d``: IETF RateLimit fields, and ``Retry-After`` when refused.
-
-    Per draft-ietf-httpapi-ratelimit-headers: ``RateLimit: "<policy>";r=<remaining>;t=<reset>``
-    and, when ``window`` (seconds) is given, ``RateLimit-Policy: "<policy>";q=<limit>;w=<window>``.
-    Seconds are rounded up, so a client that waits as told is not refused again.
-    """
-    out = [("RateLimit", f'"{policy}";r={d.remaining};t={math.ceil(d.reset_after)}')]
-    if window is not None:
-        out.insert(0, ("RateLimit-Policy", f'"{policy}";q={d.limit};w={math.ceil(window)}'))
-    if not d.allowed:
-        out.append(("Retry-After", str(max(1, math.ceil(d.retry_after)))))
-    return out
-
-
 __all__ = [
     "DEFAULT_MAX_KEYS",
     "GCRA",
@@ -132,5 +114,4 @@ __all__ = [
     "SlidingWindow",
     "TokenBucket",
     "Unkeyed",
-    "headers",
 ]

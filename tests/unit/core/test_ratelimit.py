@@ -8,12 +8,10 @@ from hypothesis import strategies as st
 
 from qanat.core.ratelimit import (
     GCRA,
-    Decision,
     RateLimiter,
     SlidingWindow,
     TokenBucket,
     Unkeyed,
-    headers,
 )
 from qanat.errors import ConfigError, RateLimited
 from qanat.testing import FakeClock
@@ -215,20 +213,6 @@ def test_unkeyed_is_one_shared_limit() -> None:
     single = Unkeyed(GCRA(1.0, 2))
     assert [single.allow(0.0).allowed for _ in range(3)] == [True, True, False]
     assert single.allow(1.0).allowed
-
-
-def test_headers_for_allowed_and_refused() -> None:
-    """IETF RateLimit fields always; Retry-After (whole seconds, rounded up) only when refused."""
-    ok = Decision(True, 4, 10, 2.5, 0.0)
-    assert headers(ok, window=60) == [
-        ("RateLimit-Policy", '"default";q=10;w=60'),
-        ("RateLimit", '"default";r=4;t=3'),
-    ]
-    refused = Decision(False, 0, 10, 6.0, 0.2)
-    assert headers(refused, policy="per-ip") == [
-        ("RateLimit", '"per-ip";r=0;t=6'),
-        ("Retry-After", "1"),
-    ]
 
 
 def test_rate_limiter_acquire_raises_with_retry_after() -> None:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from qanat.core.ratelimit import GCRA
 from qanat.core.ratelimit_base import Decision
-from qanat.ratelimit_headers import (
+from qanat.core.ratelimit_headers import (
     policy_window,
     rate_limit_headers,
     ratelimit,
