@@ -24,13 +24,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from qanat.gateway.config import RouteConfig, parse_routes
-from qanat.gateway.connection import Request
 from qanat.gateway.filters import Exchange, Reply, build_filter, chain
 from qanat.gateway.hardening import Limits, RequestRejected, split_target
 from qanat.gateway.headers import request_id_for
 from qanat.gateway.normalize import normalize_path
 from qanat.gateway.problem import problem
 from qanat.gateway.proxy import Proxy, RouteRuntime
+from qanat.gateway.request import Request
 from qanat.gateway.routing import RouteTable, compile_routes, route_host
 from qanat.gateway.server import HttpServer, ServerStats
 from qanat.gateway.upstream import Resolver, Upstream

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, NoReturn, cast
 
 import httptools
 
 from qanat.gateway.body import RequestBody
-from qanat.gateway.filters import Reply
-from qanat.gateway.hardening import Head, RequestRejected, check_head, parse_error
+from qanat.gateway.hardening import RequestRejected, check_head, parse_error
 from qanat.gateway.headers import request_id_for
 from qanat.gateway.problem import problem
+from qanat.gateway.request import App, Request
 from qanat.gateway.writer import write_reply
 
 if TYPE_CHECKING:
@@ -37,38 +36,6 @@ _OVER_CAP = (
     b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_OVER_CAP_BODY), _OVER_CAP_BODY)
 )
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-class Request:
-    """A parsed, validated request head plus its body stream (None when bodiless)."""
-
-    __slots__ = ("body", "head", "headers", "keep_alive", "method", "peer", "scheme", "target",
-                 "version")
-
-    def __init__(
-        self,
-        method: bytes,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
-        head: Head,
-        version: str,
-        keep_alive: bool,
-        body: RequestBody | None,
-        peer: bytes,
-        scheme: bytes,
-    ) -> None:
-        self.method = method
-        self.target = target
-        self.headers = headers
-        self.head = head
-        self.version = version
-        self.keep_alive = keep_alive
-        self.body = body
-        self.peer = peer
-        self.scheme = scheme
-
-
-App = Callable[[Request], Awaitable[Reply]]
 
 
 class HttpProtocol(asyncio.Protocol):

@@ -28,8 +28,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from qanat.gateway.connection import App, HttpProtocol
+from qanat.gateway.connection import HttpProtocol
 from qanat.gateway.hardening import Limits
+from qanat.gateway.request import App
 
 
 @dataclass(frozen=True, slots=True)

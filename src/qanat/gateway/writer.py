@@ -16,7 +16,8 @@ from qanat.gateway.filters import Reply
 from qanat.gateway.problem import reason_phrase
 
 if TYPE_CHECKING:
-    from qanat.gateway.connection import HttpProtocol, Request
+    from qanat.gateway.connection import HttpProtocol
+    from qanat.gateway.request import Request
 
 _CLOSE = b"connection: close\r\n"
 _CHUNKED = b"transfer-encoding: chunked\r\n"
