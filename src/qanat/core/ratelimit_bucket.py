@@ -123,7 +123,9 @@ class GCRA(KeyedState[float]):
         interval = self._interval
         new_tat = tat + n * interval
         limit = now + self._tau
-        if new_tat > limit:  # refused: allowed again once t + tau reaches new_tat
+        # The slack absorbs float error from summing ``interval`` steps: without it
+        # GCRA(10, 20) admitted 19 at one instant, since 20 * 0.1 overshoots 2.0.
+        if new_tat > limit + 1e-9 * (limit if limit > 1.0 else 1.0):
             tau = self._tau
             wait = new_tat - tau - now
             while (now + wait) + tau < new_tat:  # compensate the roundings, as in ``settle``

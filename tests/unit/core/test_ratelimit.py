@@ -251,3 +251,11 @@ async def test_rate_limiter_decorates_sync_and_async() -> None:
     clock.advance(1.0)
     assert await async_job() == "done"
     assert ran == ["sync", "async"]
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(10.0, 20), (3.0, 3), (7.0, 5), (0.3, 4)])
+def test_gcra_admits_its_whole_burst_at_one_instant(rate: float, burst: int) -> None:
+    """A fresh key gets exactly `burst` permits at once, even when 1/rate is inexact in binary."""
+    limiter = GCRA(rate, burst)
+    admitted = sum(limiter.allow("k", 1000.0).allowed for _ in range(burst + 3))
+    assert admitted == burst
