@@ -1,18 +1,31 @@
-"""JSON logs (structlog) that carry the service, instance, trace and request ids."""
+"""JSON logs (structlog) that carry the service, instance, trace and request ids.
+
+One line per event, one JSON object per line, on stderr (``qanat up`` writes
+each instance's stderr to ``.qanat/logs/<instance>.log``). Both structlog
+loggers and the standard ``logging`` module (uvicorn, libraries) end up in
+the same format, so every line of a request can be found by its
+``request_id`` or joined to its trace by ``trace_id``.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from collections.abc import Callable, MutableMapping
+from typing import Any, TextIO
 
 import structlog
 from opentelemetry import trace
 
 from qanat.observability import context
 
+Processor = Callable[[Any, str, MutableMapping[str, Any]], MutableMapping[str, Any]]
 
-def _add_context(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+
+def add_request_context(
+    _: Any, __: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: the current request id, trace id and span id, when there are some."""
     rid = context.request_id.get()
     if rid is not None:
         event.setdefault("request_id", rid)
@@ -23,21 +36,44 @@ def _add_context(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-def configure_logging(service: str, instance: str, *, level: int = logging.INFO) -> None:
-    """Route structlog and stdlib logging to one JSON line per event on stderr."""
+def _static_fields(**fields: str) -> Processor:
+    # Static fields, not contextvars: a contextvar bound while the app starts is
+    # not visible in the tasks the server creates for requests.
+    def add(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        for key, value in fields.items():
+            event.setdefault(key, value)
+        return event
+
+    return add
+
+
+def configure_logging(
+    service: str,
+    instance: str,
+    *,
+    level: int = logging.INFO,
+    stream: TextIO | None = None,
+) -> None:
+    """Route structlog and stdlib logging to one JSON line per event on ``stream``.
+
+    ``stream`` defaults to ``sys.stderr`` at the time of the call. The root
+    logger gets this one handler: any handler installed before (by an earlier
+    call, or by the app) is replaced, since it would print every line twice.
+    """
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _add_context,
+        _static_fields(service=service, instance=instance),
+        add_request_context,
     ]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=False,  # a second configure must reach existing loggers
     )
-    structlog.contextvars.bind_contextvars(service=service, instance=instance)
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[
@@ -46,7 +82,7 @@ def configure_logging(service: str, instance: str, *, level: int = logging.INFO)
             structlog.processors.JSONRenderer(),
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

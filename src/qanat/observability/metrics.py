@@ -1,25 +1,44 @@
-"""Prometheus metrics for a service: requests, errors and latency per route.
+"""Prometheus metrics for a service: requests, errors and latency per route, and state gauges.
 
-Names follow Prometheus conventions (``_total`` counters, seconds, bounded
-labels): the route label is the route *template* (``/users/{id}``), never the
-raw path, so cardinality stays bounded.
+Names follow the Prometheus conventions (``_total`` counters, base units —
+seconds —, HELP and TYPE for every family, bounded labels): the route label
+is the route *template* (``/users/{id}``), never the raw path, and a request
+that matched no route is labelled ``<unmatched>``. Each ``ServiceMetrics`` has
+a registry of its own, so two services in one process (tests) do not clash.
+
+State that already exists as data — breaker states, pool statistics — is not
+copied into metric objects on every change: it is read when Prometheus
+scrapes (``add_gauges``, ``add_counters``), as the Prometheus client guide
+recommends for "custom collectors".
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+Samples = Callable[[], Iterable[tuple[list[str], float]]]
+"""Reads ``(label values, value)`` pairs at scrape time."""
+
 
 class ServiceMetrics:
-    """The metric families of one service, in a registry of its own."""
+    """The metric families of one service, in a registry of its own.
+
+    ``requests``: ``qanat_http_requests_total{service,route,method,status}``;
+    ``errors``: ``qanat_http_errors_total{service,route,method}`` (5xx and
+    exceptions); ``latency``: ``qanat_http_request_duration_seconds``
+    histogram ``{service,route,method}``; ``in_flight``:
+    ``qanat_http_requests_in_flight{service}``.
+    """
 
     def __init__(self, service: str) -> None:
+        self.service = service
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "qanat_http_requests_total",
@@ -46,34 +65,53 @@ class ServiceMetrics:
             ["service"],
             registry=self.registry,
         )
-        self.service = service
+        self.in_flight.labels(service)  # exported as 0 before the first request
 
-    def add_gauges(
-        self,
-        name: str,
-        doc: str,
-        labels: list[str],
-        read: Callable[[], Iterable[tuple[list[str], float]]],
-    ) -> None:
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one finished request (and an error when ``status`` is 5xx)."""
+        self.requests.labels(self.service, route, method, str(status)).inc()
+        self.latency.labels(self.service, route, method).observe(seconds)
+        if status >= 500:
+            self.errors.labels(self.service, route, method).inc()
+
+    def add_gauges(self, name: str, doc: str, labels: list[str], read: Samples) -> None:
         """Expose a gauge family read on every scrape (breaker states, pool statistics)."""
-        self.registry.register(_ReadOnScrape(name, doc, labels, read))
+        self.registry.register(_ReadOnScrape("gauge", name, doc, labels, read))
+
+    def add_counters(self, name: str, doc: str, labels: list[str], read: Samples) -> None:
+        """Expose a counter family read on every scrape; ``name`` must end in ``_total``."""
+        if not name.endswith("_total"):
+            raise ValueError(f"counter {name!r} must end in _total (Prometheus naming)")
+        self.registry.register(_ReadOnScrape("counter", name, doc, labels, read))
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format, as ``/metrics`` serves it."""
+        return generate_latest(self.registry)
 
 
 class _ReadOnScrape(Collector):
     def __init__(
         self,
+        kind: Literal["gauge", "counter"],
         name: str,
         doc: str,
         labels: list[str],
-        read: Callable[[], Iterable[tuple[list[str], float]]],
+        read: Samples,
     ) -> None:
-        self._name, self._doc, self._labels, self._read = name, doc, labels, read
+        self._kind, self._name, self._doc, self._labels, self._read = kind, name, doc, labels, read
+
+    def _family(self) -> GaugeMetricFamily | CounterMetricFamily:
+        if self._kind == "gauge":
+            return GaugeMetricFamily(self._name, self._doc, labels=self._labels)
+        return CounterMetricFamily(
+            self._name.removesuffix("_total"), self._doc, labels=self._labels
+        )
 
     def collect(self) -> Iterable[Metric]:
-        family = GaugeMetricFamily(self._name, self._doc, labels=self._labels)
+        family = self._family()
         for label_values, value in self._read():
             family.add_metric(label_values, value)
         yield family
 
     def describe(self) -> Iterable[Metric]:
-        return [GaugeMetricFamily(self._name, self._doc, labels=self._labels)]
+        return [self._family()]

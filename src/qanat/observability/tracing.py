@@ -1,9 +1,10 @@
 """OpenTelemetry tracing with W3C trace context, exported to a local span store.
 
 With no collector configured, spans go to ``<state>/traces/spans.jsonl``, one
-JSON object per line (the dashboard and ``qanat traces`` read it). Set
-``OTEL_EXPORTER_OTLP_ENDPOINT`` and install the OTLP exporter to send them to
-a collector instead.
+JSON object per line, appended by every local process (the dashboard and the
+CLI read it with ``read_spans``). With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set,
+spans go to that collector over OTLP/HTTP instead; that needs the optional
+``opentelemetry-exporter-otlp-proto-http`` package.
 """
 
 from __future__ import annotations
@@ -11,13 +12,18 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from qanat.errors import ConfigError
+
+SPANS_FILE = Path("traces") / "spans.jsonl"
+"""Where the local span store lives, relative to the state directory (``.qanat``)."""
 
 
 class JsonlSpanExporter(SpanExporter):
@@ -29,7 +35,7 @@ class JsonlSpanExporter(SpanExporter):
         self._lock = threading.Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        lines = "".join(json.dumps(_to_dict(s), separators=(",", ":")) + "\n" for s in spans)
+        lines = "".join(json.dumps(span_to_dict(s), separators=(",", ":")) + "\n" for s in spans)
         with self._lock:
             # One write per batch with O_APPEND: lines from several processes do not interleave.
             fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -43,7 +49,8 @@ class JsonlSpanExporter(SpanExporter):
         return None
 
 
-def _to_dict(span: ReadableSpan) -> dict[str, object]:
+def span_to_dict(span: ReadableSpan) -> dict[str, object]:
+    """One line of the span store: ids in W3C hex form, times in epoch seconds."""
     ctx = span.get_span_context()
     parent = span.parent
     service = span.resource.attributes.get("service.name", "") if span.resource else ""
@@ -51,33 +58,78 @@ def _to_dict(span: ReadableSpan) -> dict[str, object]:
         "trace_id": format(ctx.trace_id, "032x") if ctx else "",
         "span_id": format(ctx.span_id, "016x") if ctx else "",
         "parent_id": format(parent.span_id, "016x") if parent else None,
+        "remote_parent": bool(parent and parent.is_remote),
         "name": span.name,
         "kind": span.kind.name if span.kind else "",
         "service": service,
         "start": (span.start_time or 0) / 1e9,
         "end": (span.end_time or 0) / 1e9,
         "status": span.status.status_code.name,
-        "attributes": {k: v for k, v in (span.attributes or {}).items()},
+        "attributes": dict(span.attributes or {}),
     }
 
 
-def setup_tracing(service: str, instance: str, state_dir: str | Path) -> TracerProvider:
-    """A tracer provider for this process, exporting to the local span store."""
+def _exporter(state_dir: str | Path, environ: Mapping[str, str]) -> SpanExporter:
+    if not environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return JsonlSpanExporter(Path(state_dir) / SPANS_FILE)
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found]
+            OTLPSpanExporter,
+        )
+    except ImportError:
+        raise ConfigError(
+            "spans are to go to a collector, but the OTLP exporter is not installed: "
+            "pip install opentelemetry-exporter-otlp-proto-http, or unset the variable "
+            "to keep spans in the local store",
+            source="OTEL_EXPORTER_OTLP_ENDPOINT",
+        ) from None
+    exporter: SpanExporter = OTLPSpanExporter()  # reads the OTEL_EXPORTER_OTLP_* variables
+    return exporter
+
+
+def setup_tracing(
+    service: str,
+    instance: str,
+    state_dir: str | Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    install_global: bool = True,
+) -> TracerProvider:
+    """A tracer provider for this process, exporting to the local store (or OTLP).
+
+    With ``install_global`` it also becomes OpenTelemetry's global provider
+    when none was set yet (OpenTelemetry allows setting it once per process),
+    so libraries that use ``trace.get_tracer`` export through it too.
+    """
+    env = os.environ if environ is None else environ
     resource = Resource.create({"service.name": service, "service.instance.id": instance})
     provider = TracerProvider(resource=resource)
-    exporter = JsonlSpanExporter(Path(state_dir) / "traces" / "spans.jsonl")
-    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
-    trace.set_tracer_provider(provider)
+    provider.add_span_processor(
+        BatchSpanProcessor(_exporter(state_dir, env), schedule_delay_millis=500)
+    )
+    if install_global and not global_provider_set():
+        trace.set_tracer_provider(provider)
     return provider
 
 
+def global_provider_set() -> bool:
+    """True once a real tracer provider was installed globally in this process."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 def read_spans(state_dir: str | Path) -> list[dict[str, object]]:
-    """Every span in the local store (for tests, the CLI and the dashboard)."""
-    path = Path(state_dir) / "traces" / "spans.jsonl"
+    """Every span in the local store (for tests, the CLI and the dashboard).
+
+    A line that does not parse (a process killed in the middle of a write) is
+    skipped rather than failing the whole read.
+    """
+    path = Path(state_dir) / SPANS_FILE
     if not path.exists():
         return []
     spans = []
     for line in path.read_text().splitlines():
-        if line.strip():
+        try:
             spans.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
     return spans

@@ -1,13 +1,29 @@
 """The per-request ASGI middleware every qanat service gets.
 
-In one pass: request id (kept if valid, else generated, echoed back), the
-deadline budget (a request that arrives with no budget left is refused with
-504 before any work), a server span continuing the caller's W3C trace,
-Prometheus metrics per route template, and an in-flight count used to drain.
+In one pass:
+
+- request id: an incoming ``x-request-id`` is kept when it is safe (letters,
+  digits, ``._-``, at most 128), otherwise a new one is generated; either way
+  it is echoed in the response and visible to logs and outgoing calls
+  (APISIX request-id behaviour);
+- deadline: ``x-qanat-budget-ms`` is the caller's remaining budget; with none
+  left (0 or less) the request is refused with a 504 problem+json before the
+  app sees it, otherwise ``context.remaining()`` counts down inside the
+  handler and outgoing calls carry what is left;
+- tracing: a SERVER span that continues the caller's W3C ``traceparent``
+  (an invalid one starts a new trace). When an outer layer already opened the
+  server span for this request (FastAPI's built-in telemetry), that span is
+  enriched instead of a second one being made;
+- metrics per route *template* with the final status, and the in-flight count
+  that draining waits on.
+
+The platform's own routes (``/health``, ``/ready``, ``/metrics``) pass through
+untouched, so probes do not count as traffic.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -15,10 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from qanat.observability import context
+from qanat.observability.routes import RouteTemplates
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,110 +43,128 @@ if TYPE_CHECKING:
     from qanat.runtime.service import Service
 
 _PROPAGATOR = TraceContextTextMapPropagator()
-_PLATFORM_PATHS = frozenset({"/health", "/ready", "/metrics"})
+PLATFORM_PATHS = frozenset({"/health", "/ready", "/metrics"})
+DEADLINE_ROUTE = "<deadline>"
+"""The route label of requests refused for a spent budget (they are never routed)."""
+CLIENT_CLOSED = 499  # nginx's status for "the client went away before the response"
 
 
 class QanatMiddleware:
-    """Pure ASGI middleware (no per-request objects beyond what it must create)."""
+    """Pure ASGI middleware: request id, deadline, server span, metrics, in-flight."""
 
     def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app = app
         self.service = service
+        self.templates = RouteTemplates(service.app.routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in _PLATFORM_PATHS:
+        if scope["type"] != "http" or _route_path(scope) in PLATFORM_PATHS:
             await self.app(scope, receive, send)
             return
         headers = _headers(scope)
         incoming = headers.get(context.REQUEST_ID_HEADER)
-        rid = incoming if incoming and context.valid_request_id(incoming) else uuid.uuid4().hex
+        rid = incoming if context.valid_request_id(incoming) and incoming else uuid.uuid4().hex
         budget = context.parse_budget(headers.get(context.BUDGET_HEADER))
         start = time.monotonic()
-        if budget is not None and budget <= 0:
-            await _problem(
-                send,
-                504,
-                "Deadline exceeded",
-                "the caller's time budget was spent before this service started",
-                rid,
-            )
-            self.service.metrics.requests.labels(
-                self.service.name, "<deadline>", scope["method"], "504"
-            ).inc()
-            return
-        rid_token = context.request_id.set(rid)
-        dl_token = context.deadline.set(start + budget if budget is not None else None)
-        parent = _PROPAGATOR.extract(headers)
-        tracer = trace.get_tracer("qanat.service")
-        span = tracer.start_span(
-            f"{scope['method']} {scope['path']}", context=parent, kind=SpanKind.SERVER
+        span, own_span = self._server_span(scope, headers)
+        tokens = (
+            context.request_id.set(rid),
+            context.deadline.set(start + budget if budget is not None else None),
+            otel_context.attach(trace.set_span_in_context(span)),
         )
-        otel_token = otel_context.attach(trace.set_span_in_context(span, parent))
-        status = 500
-        rid_bytes = rid.encode()
+        refused = budget is not None and budget <= 0
+        status, route = 0, DEADLINE_ROUTE
+        rid_header = (b"x-request-id", rid.encode())
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid_bytes)]
+                message["headers"] = [*message.get("headers", ()), rid_header]
+                # Enrich now: an adopted outer span ends as soon as the body is sent.
+                label = DEADLINE_ROUTE if refused else self.templates.label(scope.get("route"))
+                _describe(span, scope["method"], label, status)
             await send(message)
 
-        metrics = self.service.metrics
-        metrics.in_flight.labels(self.service.name).inc()
-        self.service.in_flight += 1
+        service = self.service
+        service.request_started()
         try:
-            await self.app(scope, receive, send_wrapper)
-        except BaseException:
-            status = 500
+            if refused:
+                await _deadline_exceeded(send_wrapper, rid)
+            else:
+                await self.app(scope, receive, send_wrapper)
+                route = self.templates.label(scope.get("route"))
+        except asyncio.CancelledError:
+            route = self.templates.label(scope.get("route"))
+            status = status or CLIENT_CLOSED
+            raise
+        except BaseException as exc:
+            route = self.templates.label(scope.get("route"))
+            status = 500 if status == 0 or status < 500 else status
+            if own_span:
+                span.record_exception(exc)
             raise
         finally:
-            self.service.in_flight -= 1
-            metrics.in_flight.labels(self.service.name).dec()
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "<unmatched>"
-            method = scope["method"]
-            elapsed = time.monotonic() - start
-            metrics.requests.labels(self.service.name, template, method, str(status)).inc()
-            metrics.latency.labels(self.service.name, template, method).observe(elapsed)
-            if status >= 500:
-                metrics.errors.labels(self.service.name, template, method).inc()
-                span.set_status(Status(StatusCode.ERROR))
-            span.update_name(f"{method} {template}")
-            span.set_attribute("http.request.method", method)
-            span.set_attribute("http.route", template)
-            span.set_attribute("http.response.status_code", status)
-            span.end()
-            otel_context.detach(otel_token)
-            context.deadline.reset(dl_token)
-            context.request_id.reset(rid_token)
+            service.request_finished()
+            status = status or 500  # the app returned without starting a response
+            service.metrics.observe(route, scope["method"], status, time.monotonic() - start)
+            if own_span:
+                _describe(span, scope["method"], route, status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+                span.end()
+            otel_context.detach(tokens[2])
+            context.deadline.reset(tokens[1])
+            context.request_id.reset(tokens[0])
+
+    def _server_span(self, scope: Scope, headers: dict[str, str]) -> tuple[Span, bool]:
+        """The server span of this request, and whether this middleware owns (ends) it."""
+        outer = trace.get_current_span()
+        if outer.is_recording() and getattr(outer, "kind", None) is SpanKind.SERVER:
+            return outer, False
+        parent = _PROPAGATOR.extract(headers)
+        span = self.service.tracer.start_span(scope["method"], context=parent, kind=SpanKind.SERVER)
+        return span, True
+
+
+def _describe(span: Span, method: str, route: str, status: int) -> None:
+    span.update_name(f"{method} {route}")
+    span.set_attribute("http.request.method", method)
+    span.set_attribute("http.route", route)
+    span.set_attribute("http.response.status_code", status)
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def _headers(scope: Scope) -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in scope["headers"]:
-        out[k.decode("latin-1")] = v.decode("latin-1")
+        out[k.decode("latin-1").lower()] = v.decode("latin-1")
     return out
 
 
-async def _problem(send: Send, status: int, title: str, detail: str, rid: str) -> None:
+async def _deadline_exceeded(send: Send, rid: str) -> None:
+    """A 504 problem+json (RFC 9457) for a request whose budget was spent upstream."""
     body: dict[str, Any] = {
         "type": "about:blank",
-        "title": title,
-        "status": status,
-        "detail": detail,
+        "title": "Deadline exceeded",
+        "status": 504,
+        "detail": "the caller's time budget (x-qanat-budget-ms) was spent before this "
+        "service started; nothing was done",
         "request_id": rid,
     }
     data = json.dumps(body).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": status,
+            "status": 504,
             "headers": [
                 (b"content-type", b"application/problem+json"),
                 (b"content-length", str(len(data)).encode()),
-                (b"x-request-id", rid.encode()),
             ],
         }
     )
