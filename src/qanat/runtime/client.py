@@ -1,106 +1,71 @@
 """The resilient service-to-service client: ``service.client("users")``.
 
-One call goes through, in order: the deadline (the caller's remaining budget
-and this call's timeout, whichever ends first; nothing is sent when none is
-left), discovery (a cached snapshot fed by watches), outlier ejection and the
-balancer's pick, the picked instance's circuit breaker, the pooled HTTP/1.1
-transport with a per-try timeout, then — if the attempt failed in a way that
-is safe and worth retrying — a backoff within the retry budget and another
-instance. Every attempt carries ``traceparent`` (a client span of the current
-trace), ``x-request-id`` and ``x-qanat-budget-ms``.
+One call goes through, in order (see ``docs/client.md``):
+
+1. the deadline: the caller's remaining budget (``qanat.observability.context``)
+   and this call's timeout, whichever ends first; none left raises
+   ``DeadlineExceeded`` and nothing is sent;
+2. the request is validated and encoded once (``client_request.prepare``);
+3. discovery (a cached snapshot fed by watches), minus the instances outlier
+   detection ejected (Envoy's; all of them when fewer than half would remain,
+   Envoy's panic threshold), feeds the balancer, which picks an instance;
+   a retry prefers an instance not tried yet;
+4. the instance's own circuit breaker admits the attempt or the client picks
+   another; every breaker open raises ``CircuitOpenError``;
+5. the pooled HTTP/1.1 transport sends it with ``host``, ``x-request-id``,
+   ``x-qanat-budget-ms`` (the time left, rounded down) and ``traceparent``
+   (a CLIENT span per attempt, child of the current span), bounded by the
+   per-try timeout until the head and by the deadline for the body;
+6. the outcome settles the breaker, the outlier detector and the balancer
+   exactly once; then, if the attempt failed in a way that is safe and worth
+   retrying (``client_request.retry_delay``), the client waits a jittered
+   backoff (or ``Retry-After``) within the retry budget and the deadline, and
+   goes back to 3.
 
 Retries are safe only when the request cannot take effect twice: idempotent
-methods, writes carrying an ``Idempotency-Key``, and any request the upstream
-never saw (a refused connection).
+methods, writes carrying an idempotency key, and requests the upstream never
+saw (a refused connection).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json as jsonlib
+import inspect
+import math
 import random
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlencode
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from qanat.core.balance import Balancer, make_balancer
-from qanat.core.breaker import BreakerSettings, CircuitBreaker
-from qanat.core.outlier import CallError, OutlierDetector, OutlierSettings
-from qanat.core.retry import RetryBudget, RetryPolicy
-from qanat.errors import CircuitOpenError, DeadlineExceeded, NoEndpoints, Timeout
-from qanat.http import IDEMPOTENT_METHODS, HttpPool, UpstreamError, UpstreamTimeout, retry_safe
+from qanat.core.balance import BALANCERS, Balancer, make_balancer
+from qanat.core.breaker import CircuitBreaker
+from qanat.core.outlier import OutlierDetector
+from qanat.core.retry import RetryBudget
+from qanat.errors import CircuitOpenError, ConfigError, DeadlineExceeded, NoEndpoints, Unavailable
+from qanat.http import HttpPool, UpstreamError, UpstreamTimeout
 from qanat.observability import context
-from qanat.policy import Policy
 from qanat.ports import Instance
+from qanat.runtime.client_request import Prepared, failure_verdict, prepare, retry_delay
+from qanat.runtime.client_response import ClientResponse
+from qanat.runtime.client_settings import DEFAULT_TIMEOUT, ClientSettings, settings_from_policy
 from qanat.runtime.discovery import DiscoveryCache
 
-_PROPAGATOR = TraceContextTextMapPropagator()
-DEFAULT_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class ClientResponse:
-    """A complete response: status, headers, body, and where it came from."""
-
-    status: int
-    headers: tuple[tuple[bytes, bytes], ...]
-    content: bytes
-    instance: str
-    attempts: int
-
-    def json(self) -> Any:
-        return jsonlib.loads(self.content)
-
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", errors="replace")
-
-    def header(self, name: str) -> str | None:
-        key = name.lower().encode()
-        for k, v in self.headers:
-            if k.lower() == key:
-                return v.decode("latin-1")
-        return None
-
-    @property
-    def ok(self) -> bool:
-        return self.status < 400
-
-
-@dataclass(frozen=True, slots=True)
-class ClientSettings:
-    """How calls to one target behave; built from the target's policy in ``qanat.yaml``."""
-
-    timeout: float = DEFAULT_TIMEOUT  # whole call, retries included
-    per_try_timeout: float | None = None  # one attempt, until the response head
-    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_attempts=3))
-    breaker: BreakerSettings = field(default_factory=lambda: BreakerSettings(timeout=10.0))
-    outlier: OutlierSettings = field(default_factory=OutlierSettings)
-    load_balancer: str = "p2c_ewma"
-    max_body: int = 16 * 1024 * 1024  # a response larger than this is an error
-
-
-def settings_from_policy(policy: Policy) -> ClientSettings:
-    """Client settings for a target from its named policies (``qanat.yaml`` ``policies:``)."""
-    base = ClientSettings()
-    return ClientSettings(
-        timeout=policy.timeout or base.timeout,
-        per_try_timeout=policy.per_try_timeout,
-        retry=policy.retry or base.retry,
-        breaker=policy.breaker_settings or base.breaker,
-        load_balancer=policy.load_balancer or base.load_balancer,
-    )
+_BUDGET = context.BUDGET_HEADER.encode()
+_Choice = tuple[Instance, CircuitBreaker, int, bool]  # instance, its breaker, ticket, picked
 
 
 class ServiceClient:
-    """Calls one target service; see the module docstring for what happens per call."""
+    """Calls one target service; see the module docstring for what happens per call.
+
+    ``clock`` (seconds; default ``time.monotonic``) times deadlines, breakers,
+    outlier ejections and the balancer; ``sleep`` waits between attempts;
+    ``rng`` draws the backoff jitter; ``tracer`` makes the CLIENT spans
+    (default: the global provider's ``qanat.client`` tracer). A client
+    belongs to one event loop.
+    """
 
     def __init__(
         self,
@@ -113,79 +78,132 @@ class ServiceClient:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
+        tracer: trace.Tracer | None = None,
     ) -> None:
+        if not target:
+            raise ConfigError("a client needs a target service name", source="ServiceClient")
         self.target = target
         self.discovery = discovery
         self.pool = pool
         self.settings = s = settings or ClientSettings()
-        self.budget = budget or RetryBudget()
+        self.budget = budget or s.budget or RetryBudget()
         self._clock, self._sleep, self._rng = clock, sleep, rng
-        self._balancer: Balancer[Instance] = make_balancer(s.load_balancer)
+        self._balancer: Balancer[Instance] = _balancer(s.load_balancer, clock)
         self._outlier = OutlierDetector(s.outlier)
         self._breakers: dict[str, CircuitBreaker] = {}
         self._snapshot: tuple[Instance, ...] | None = None
+        self._routable: Sequence[Instance] = ()
         self._epoch = -1
-        self._tracer = trace.get_tracer("qanat.client")
+        self._tracer = tracer or trace.get_tracer("qanat.client")
 
     def bind(self, discovery: DiscoveryCache, pool: HttpPool) -> None:
         """Attach discovery and transport (``qanat.Service`` does this when it starts)."""
         self.discovery, self.pool = discovery, pool
 
-    # -- endpoints ---------------------------------------------------------------------
-
-    def _refresh(self, now: float) -> None:
-        """Feed the balancer when discovery or the ejected set changed (identity checks only)."""
-        if self.discovery is None:
-            raise NoEndpoints(f"{self.target}: the client is not started (no discovery yet)")
-        snapshot = self.discovery.instances(self.target)
-        epoch = self._outlier.epoch(now)
-        if snapshot is self._snapshot and epoch == self._epoch:
-            return
-        if snapshot is not self._snapshot:
-            self._outlier.update(i.id for i in snapshot)
-            for gone in set(self._breakers) - {i.id for i in snapshot}:
-                del self._breakers[gone]
-        self._snapshot, self._epoch = snapshot, epoch
-        self._balancer.update(self._outlier.apply(list(snapshot), now))
+    @property
+    def balancer(self) -> Balancer[Instance]:
+        """The balancer fed with this target's routable instances (read it, do not pick)."""
+        return self._balancer
 
     def has_endpoints(self) -> bool:
         """True when discovery knows at least one routable instance of the target."""
         return self.discovery is not None and bool(self.discovery.instances(self.target))
 
-    def _breaker(self, instance_id: str) -> CircuitBreaker:
-        breaker = self._breakers.get(instance_id)
-        if breaker is None:
-            settings = self.settings.breaker
-            breaker = CircuitBreaker(
-                settings, clock=self._clock, name=f"{self.target}/{instance_id}"
-            )
-            self._breakers[instance_id] = breaker
-        return breaker
+    # -- choosing an instance: synchronous, no await between pick and send ----------
 
-    def _choose(self, key: str | None, tried: set[str], now: float) -> tuple[Instance, int]:
-        """An instance whose breaker admits the call, preferring ones not tried yet."""
-        self._refresh(now)
-        refused = 0
-        snapshot = self._snapshot or ()
-        for _ in range(max(1, len(snapshot)) * 2):
-            instance = self._balancer.pick(key)
-            if instance is None:
-                break
-            if instance.id in tried and len(tried) < len(snapshot):
-                self._balancer.done(instance, True, 0.0, now)
-                continue
-            ticket = self._breaker(instance.id).allow(now)
+    def _choose(self, key: str | None, tried: list[str], now: float) -> _Choice:
+        """An instance whose breaker admits the call (a ticket), preferring untried ones."""
+        discovery = self.discovery
+        if discovery is None or self.pool is None:
+            raise NoEndpoints(
+                f"{self.target}: the client is not started; call it once the service's app "
+                "has started (qanat.Service binds it), or call client.bind(discovery, pool)"
+            )
+        snapshot = discovery.instances(self.target)
+        outlier = self._outlier
+        outlier.tick(now)
+        if snapshot is not self._snapshot or outlier.epoch(now) != self._epoch:
+            self._refresh(snapshot, now)
+        instance = self._balancer.pick(key)
+        if instance is not None and not tried:  # the common case: first pick, breaker closed
+            breaker = self._breakers.get(instance.id) or self._new_breaker(instance.id)
+            ticket = breaker.allow(now)
             if ticket is not None:
-                return instance, ticket
-            refused += 1
-            self._balancer.done(instance, False, 0.0, now)
+                return instance, breaker, ticket, True
+        return self._choose_again(instance, key, tried, now)
+
+    def _choose_again(
+        self, instance: Instance | None, key: str | None, tried: list[str], now: float
+    ) -> _Choice:
+        """Re-pick past tried instances and refusing breakers; then walk the list.
+
+        Each unused pick is closed at once (``_release``). A balancer that keeps
+        offering the same instance (a hash ring does, for one key) is bounded
+        by the number of candidates; then the candidates are tried in order,
+        untried first, without the balancer.
+        """
+        candidates = self._routable
+        untried = [i for i in candidates if i.id not in tried]
+        refused: set[str] = set()
+        picks = 0
+        while instance is not None:
+            if not (untried and instance.id in tried) and instance.id not in refused:
+                breaker = self._breakers.get(instance.id) or self._new_breaker(instance.id)
+                ticket = breaker.allow(now)
+                if ticket is not None:
+                    return instance, breaker, ticket, True
+                refused.add(instance.id)
+            self._release(instance)
+            picks += 1
+            instance = self._balancer.pick(key) if picks <= len(candidates) else None
+        for candidate in (*untried, *(i for i in candidates if i.id in tried)):
+            if candidate.id in refused:
+                continue
+            breaker = self._breakers.get(candidate.id) or self._new_breaker(candidate.id)
+            ticket = breaker.allow(now)
+            if ticket is not None:
+                return candidate, breaker, ticket, False
+            refused.add(candidate.id)
         if refused:
             raise CircuitOpenError(
-                f"{self.target}: every instance's circuit breaker is open",
+                f"{self.target}: the circuit breaker of every instance is open "
+                f"({len(refused)} instance(s))",
                 retry_after=self.settings.breaker.timeout,
             )
-        state = self.discovery.status(self.target).state if self.discovery else "not started"
-        raise NoEndpoints(f"no available instance of {self.target!r} ({state})")
+        assert self.discovery is not None
+        state = self.discovery.status(self.target).state
+        raise NoEndpoints(f"no available instance of {self.target!r} (discovery: {state})")
+
+    def _refresh(self, snapshot: tuple[Instance, ...], now: float) -> None:
+        """Feed the balancer after discovery or the ejected set changed."""
+        if snapshot is not self._snapshot:
+            ids = {i.id for i in snapshot}
+            self._outlier.update(ids)
+            for gone in [i for i in self._breakers if i not in ids]:
+                del self._breakers[gone]
+            self._snapshot = snapshot
+        kept = self._outlier.apply(snapshot, now)
+        if 2 * len(kept) < len(snapshot):
+            kept = list(snapshot)  # Envoy's panic threshold: better all than too few
+        self._routable = kept
+        self._epoch = self._outlier.epoch(now)
+        self._balancer.update(kept)
+
+    def _new_breaker(self, instance_id: str) -> CircuitBreaker:
+        breaker = CircuitBreaker(
+            self.settings.breaker, clock=self._clock, name=f"{self.target}/{instance_id}"
+        )
+        self._breakers[instance_id] = breaker
+        return breaker
+
+    def _release(self, instance: Instance) -> None:
+        """Close a pick that was not used: its slot back, nothing learned.
+
+        An observation dated -inf weighs nothing in a time-decayed estimate
+        (peak EWMA), and the other balancers ignore latency, so this is
+        ``done`` without feedback.
+        """
+        self._balancer.done(instance, True, 0.0, -math.inf)
 
     # -- calls -------------------------------------------------------------------------
 
@@ -205,211 +223,219 @@ class ServiceClient:
         """Send a request to one instance of the target, with retries when safe.
 
         Returns the final response, whatever its status. Raises ``NoEndpoints``
-        or ``CircuitOpenError`` (both ``Unavailable``), ``DeadlineExceeded`` or
-        ``Timeout``, or the transport's ``UpstreamError`` after the last attempt.
-        ``key`` is the hash key for a consistent-hash balancer.
+        or ``CircuitOpenError`` (both ``Unavailable``: nothing was sent),
+        ``DeadlineExceeded`` (no time left: nothing was sent), the transport's
+        ``UpstreamError`` after the last attempt (``UpstreamTimeout`` is a
+        ``Timeout``), or ``ConfigError`` for a malformed call. ``timeout``
+        (seconds) overrides the settings' for this call; ``key`` is the hash
+        key for a consistent-hash balancer.
         """
         start = self._clock()
-        budget = min(timeout or self.settings.timeout, context.remaining(start) or float("inf"))
-        deadline = start + budget
+        budget = self.settings.timeout if timeout is None else _check_timeout(timeout)
+        left = context.remaining()  # the propagated deadline is in time.monotonic() seconds
+        if left is not None and left < budget:
+            budget = left
         if budget <= 0:
-            raise DeadlineExceeded(f"{self.target}: no time budget left for {method} {path}")
-        verb = method.upper().encode()
-        target = (path + ("?" + urlencode(params) if params else "")).encode()
-        body, base = _encode(json, content, headers, idempotency_key)
-        retryable_method = verb in IDEMPOTENT_METHODS or idempotency_key is not None
-        span = self._tracer.start_span(f"{method.upper()} {self.target}", kind=SpanKind.CLIENT)
-        try:
-            with trace.use_span(span, end_on_exit=False):
-                response = await self._attempts(
-                    verb, target, body, base, retryable_method, key, start, deadline
-                )
-            span.set_attribute("http.response.status_code", response.status)
-            if response.status >= 500:
-                span.set_status(Status(StatusCode.ERROR))
-            return response
-        except BaseException as exc:
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            raise
-        finally:
-            span.end()
-
-    async def _attempts(
-        self,
-        verb: bytes,
-        target: bytes,
-        body: bytes | None,
-        base: list[tuple[bytes, bytes]],
-        retryable_method: bool,
-        key: str | None,
-        start: float,
-        deadline: float,
-    ) -> ClientResponse:
-        tried: set[str] = set()
-        attempt, previous = 0, None
+            raise DeadlineExceeded(
+                f"{self.target}: the caller's deadline has passed; {method} {path} was not sent"
+            )
+        prepared = prepare(method, path, params, json, content, headers, idempotency_key)
         self.budget.request_started()
         try:
-            while True:
-                attempt += 1
-                now = self._clock()
-                instance, ticket = self._choose(key, tried, now)
-                tried.add(instance.id)
-                outcome: ClientResponse | BaseException
-                try:
-                    outcome = await self._send(
-                        instance, ticket, verb, target, body, base, deadline, attempt
-                    )
-                except (UpstreamError, Timeout) as exc:
-                    outcome = exc
-                delay = self._retry_delay(outcome, verb, retryable_method, attempt, start, previous)
-                if delay is None or self._clock() + delay >= deadline:
-                    if isinstance(outcome, BaseException):
-                        raise outcome
-                    return outcome
-                if not self.budget.try_retry():
-                    if isinstance(outcome, BaseException):
-                        outcome.add_note("qanat: retry refused, retry budget exhausted")
-                        raise outcome
-                    return outcome
-                try:
-                    await self._sleep(delay)
-                finally:
-                    self.budget.retry_finished()
-                previous = delay
+            return await self._attempts(prepared, key, start, start + budget)
         finally:
             self.budget.request_finished()
 
-    def _retry_delay(
-        self,
-        outcome: ClientResponse | BaseException,
-        verb: bytes,
-        safe: bool,
-        attempt: int,
-        start: float,
-        previous: float | None,
-    ) -> float | None:
-        retry = self.settings.retry
-        if isinstance(outcome, ClientResponse):
-            if not (safe and retry.retryable_status(outcome.status)):
-                return None
-            retry_after = _retry_after(outcome.header("retry-after"))
-        else:
-            never_sent = isinstance(outcome, UpstreamError) and retry_safe(outcome, verb)
-            if not ((safe or never_sent) and retry.retryable_error(outcome)):
-                return None
-            retry_after = None
-        elapsed = self._clock() - start
-        return retry.next_delay(attempt, elapsed, retry_after, self._rng, previous=previous)
+    async def _attempts(
+        self, prepared: Prepared, key: str | None, start: float, deadline: float
+    ) -> ClientResponse:
+        clock, budget = self._clock, self.budget
+        tried: list[str] = []
+        outcome: ClientResponse | UpstreamError | None = None
+        previous: float | None = None
+        holding = False  # a retry granted by the budget, held until its attempt ends
+        try:
+            while True:
+                now = clock()
+                if outcome is not None and now >= deadline:
+                    break  # the backoff overslept the deadline
+                try:
+                    instance, breaker, ticket, picked = self._choose(key, tried, now)
+                except Unavailable:
+                    if outcome is None:
+                        raise
+                    break  # nowhere left to retry: the last attempt's outcome stands
+                tried.append(instance.id)
+                try:
+                    outcome = await self._send(
+                        instance, breaker, ticket, picked, prepared, deadline, len(tried)
+                    )
+                except UpstreamError as exc:
+                    outcome = exc
+                if holding:
+                    budget.retry_finished()
+                    holding = False
+                delay = retry_delay(
+                    self.settings.retry, outcome, prepared, len(tried), clock() - start,
+                    previous, self._rng, time.time,
+                )
+                if delay is None or clock() + delay >= deadline:
+                    break
+                if not budget.try_retry():
+                    if isinstance(outcome, BaseException):
+                        outcome.add_note(f"qanat: retry refused, {self.target} retry budget spent")
+                    break
+                holding = True
+                await self._sleep(delay)
+                previous = delay
+        finally:
+            if holding:
+                budget.retry_finished()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        assert outcome is not None
+        return outcome
 
     async def _send(
         self,
         instance: Instance,
+        breaker: CircuitBreaker,
         ticket: int,
-        verb: bytes,
-        target: bytes,
-        body: bytes | None,
-        base: list[tuple[bytes, bytes]],
+        picked: bool,
+        prepared: Prepared,
         deadline: float,
         attempt: int,
     ) -> ClientResponse:
-        now = self._clock()
-        left = deadline - now
-        per_try = self.settings.per_try_timeout
-        try_timeout = min(left, per_try) if per_try else left
-        headers = [
-            *base,
-            (b"host", f"{instance.address}:{instance.port}".encode()),
-            (b"x-qanat-budget-ms", str(int(left * 1000)).encode()),
-        ]
-        carrier: dict[str, str] = {}
-        _PROPAGATOR.inject(carrier)
-        headers.extend((k.encode(), v.encode()) for k, v in carrier.items())
-        breaker, ok, latency = self._breaker(instance.id), False, 0.0
-        assert self.pool is not None  # bound before any instance can be chosen
+        """One attempt; settles breaker, outlier detector, balancer and span exactly once."""
+        clock = self._clock
+        began = clock()
+        span = self._tracer.start_span(f"{prepared.verb.decode()} {self.target}",
+                                       kind=SpanKind.CLIENT)
+        verdict: bool | None = None  # breaker: success, failure, or excluded
+        observed: Any = None  # outlier: a status or a CallError, None records nothing
+        neutral = False  # balancer: close the pick without feedback
+        status: int | None = None
         try:
+            left = deadline - began
+            per_try = self.settings.per_try_timeout
+            headers = [
+                (b"host", f"{instance.address}:{instance.port}".encode()),
+                *prepared.headers,
+                (_BUDGET, b"%d" % max(0, int(left * 1000))),
+            ]
+            trace_context = span.get_span_context()
+            if trace_context.is_valid:
+                headers.append((b"traceparent", b"00-%032x-%016x-%02x" % (
+                    trace_context.trace_id, trace_context.span_id, trace_context.trace_flags)))
+                if trace_context.trace_state:
+                    headers.append((b"tracestate", trace_context.trace_state.to_header().encode()))
+            assert self.pool is not None  # checked by _choose
             response = await self.pool.request(
-                verb, instance.address, instance.port, target, headers, body, timeout=try_timeout
+                prepared.verb, instance.address, instance.port, prepared.target, headers,
+                prepared.body, timeout=left if per_try is None or per_try > left else per_try,
             )
-            content = await asyncio.wait_for(
-                response.read(self.settings.max_body), max(0.001, deadline - self._clock())
-            )
-            latency = self._clock() - now
-            ok = response.status < 500
-            self._outlier.record(instance.id, response.status, self._clock())
-            return ClientResponse(
-                response.status, tuple(response.headers), content, instance.id, attempt
-            )
-        except TimeoutError:
-            self._outlier.record(instance.id, CallError.TIMEOUT, self._clock())
-            raise UpstreamTimeout(
-                f"{self.target}/{instance.id}: response body too slow", request_sent=True
-            ) from None
+            status = response.status
+            if response.complete:  # the whole body came with the head: no timer needed
+                content = await response.read(self.settings.max_body)
+            else:
+                try:
+                    async with asyncio.timeout(max(0.0, deadline - clock())):
+                        content = await response.read(self.settings.max_body)
+                except TimeoutError:
+                    raise UpstreamTimeout(
+                        f"{self.target}/{instance.id}: the response body did not arrive "
+                        "before the deadline", request_sent=True, response_started=True,
+                    ) from None
+            verdict, observed = status < 500, status
+            return ClientResponse(status, tuple(response.headers), content, instance.id, attempt)
         except UpstreamError as exc:
-            latency = self._clock() - now
-            kind = (
-                CallError.TIMEOUT
-                if isinstance(exc, Timeout)
-                else CallError.CONNECT_FAILURE
-                if not exc.request_sent
-                else CallError.RESET
-            )
-            self._outlier.record(instance.id, kind, self._clock())
+            verdict, observed = failure_verdict(exc, status)
+            neutral = verdict is None
             raise
         finally:
-            end = self._clock()
-            breaker.after(ticket, ok, end)
-            self._balancer.done(instance, ok, latency or (end - now), end)
+            end = clock()
+            if verdict is None:
+                breaker.after_excluded(ticket, end)
+            else:
+                breaker.after(ticket, verdict, end)
+            if observed is not None:
+                self._outlier.record(instance.id, observed, end)
+            if neutral and picked:
+                self._release(instance)
+            elif picked:
+                self._balancer.done(instance, bool(verdict), end - began, end)
+            else:
+                self._balancer.report(instance.id, bool(verdict), end - began, end)
+            _finish_span(span, instance, status, verdict, attempt)
 
     async def get(self, path: str, **kw: Any) -> ClientResponse:
+        """``request("GET", path, ...)``."""
         return await self.request("GET", path, **kw)
 
     async def post(self, path: str, **kw: Any) -> ClientResponse:
+        """``request("POST", path, ...)``; retried only with ``idempotency_key``."""
         return await self.request("POST", path, **kw)
 
     async def put(self, path: str, **kw: Any) -> ClientResponse:
+        """``request("PUT", path, ...)``."""
         return await self.request("PUT", path, **kw)
 
     async def patch(self, path: str, **kw: Any) -> ClientResponse:
+        """``request("PATCH", path, ...)``; retried only with ``idempotency_key``."""
         return await self.request("PATCH", path, **kw)
 
     async def delete(self, path: str, **kw: Any) -> ClientResponse:
+        """``request("DELETE", path, ...)``."""
         return await self.request("DELETE", path, **kw)
 
     def stats(self) -> dict[str, Any]:
-        """Breaker states and ejections, for metrics and the dashboard."""
+        """Instances, breaker states, ejections and the retry budget, for metrics."""
         now = self._clock()
         return {
             "target": self.target,
             "instances": len(self._snapshot or ()),
-            "breakers": {i: str(b.state) for i, b in self._breakers.items()},
+            "routable": len(self._routable),
+            "breakers": {i: b.stats(now).state.value for i, b in self._breakers.items()},
             "ejected": sorted(self._outlier.ejected(now)),
             "budget": self.budget.stats(),
         }
 
 
-def _encode(
-    json: Any, content: bytes | None, headers: Mapping[str, str] | None, idempotency_key: str | None
-) -> tuple[bytes | None, list[tuple[bytes, bytes]]]:
-    base: list[tuple[bytes, bytes]] = []
-    body = content
-    if json is not None:
-        body = jsonlib.dumps(json, separators=(",", ":")).encode()
-        base.append((b"content-type", b"application/json"))
-    if headers:
-        base.extend((k.lower().encode(), v.encode()) for k, v in headers.items())
-    rid = context.request_id.get() or uuid.uuid4().hex
-    base.append((b"x-request-id", rid.encode()))
-    if idempotency_key is not None:
-        base.append((b"idempotency-key", idempotency_key.encode()))
-    if body is not None:
-        base.append((b"content-length", str(len(body)).encode()))
-    return body, base
+def _balancer(name: str, clock: Callable[[], float]) -> Balancer[Instance]:
+    """The named balancer, on the client's clock when it takes one."""
+    cls = BALANCERS.get(name)
+    takes_clock = cls is not None and "clock" in inspect.signature(cls).parameters
+    return make_balancer(name, clock=clock) if takes_clock else make_balancer(name)
 
 
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
+def _check_timeout(timeout: float) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ConfigError(
+            f"timeout must be seconds > 0, got {timeout!r}", source="ServiceClient.request"
+        )
+    return float(timeout)
+
+
+def _finish_span(
+    span: trace.Span, instance: Instance, status: int | None, ok: bool | None, attempt: int
+) -> None:
+    if span.is_recording():
+        span.set_attribute("server.address", instance.address)
+        span.set_attribute("server.port", instance.port)
+        span.set_attribute("qanat.instance", instance.id)
+        if attempt > 1:
+            span.set_attribute("http.request.resend_count", attempt - 1)
+        if status is not None:
+            span.set_attribute("http.response.status_code", status)
+        if status is None or status >= 500 or ok is False:
+            span.set_status(Status(StatusCode.ERROR))
+    span.end()
+
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ClientResponse",
+    "ClientSettings",
+    "ServiceClient",
+    "settings_from_policy",
+]
