@@ -155,4 +155,23 @@ def load_topology(path: str | Path) -> Topology:
             "the topology must be a mapping with 'name' and 'services'", source=str(p)
         )
     topo = _yaml.validate(Topology, doc)
+    _validate_routes(doc, topo)
     return topo.model_copy(update={"root": p.parent.resolve()})
+
+
+def _validate_routes(doc: _yaml.LocatedDocument, topo: Topology) -> None:
+    """Gateway routes are checked at load time too, with their file and line."""
+    from qanat.gateway.config import _validate_route
+
+    for i, raw in enumerate(topo.gateway.routes):
+        _validate_route(doc, ("gateway", "routes", i), i, raw)
+        upstream = raw.get("upstream") or {}
+        service = upstream.get("service") if isinstance(upstream, dict) else None
+        if service is not None and service not in topo.services:
+            known = ", ".join(sorted(topo.services)) or "none"
+            where = doc.where(("gateway", "routes", i, "upstream"))
+            raise ConfigError(
+                f"route {raw.get('name')!r} sends to service {service!r}, which is not "
+                f"defined (services: {known})",
+                source=where,
+            )

@@ -124,3 +124,32 @@ def test_format_duration_round_trips() -> None:
     """format_duration produces text that parses back to the same value."""
     for seconds in (0.25, 5.0, 90.0, 600.0):
         assert parse_duration(format_duration(seconds)) == pytest.approx(seconds)
+
+
+ROUTED = GOOD.replace(
+    "gateway:\n  port: 9090\n",
+    "gateway:\n  port: 9090\n  routes:\n"
+    "    - name: users\n"
+    "      match: {prefix: /api/users}\n"
+    "      upstream: {kind: service, service: users}\n",
+)
+
+
+def test_gateway_routes_are_validated_on_load(tmp_path: Path) -> None:
+    """A valid route set loads; the routes are kept for the gateway."""
+    write(tmp_path, ROUTED)
+    assert load_topology(tmp_path).gateway.routes[0]["name"] == "users"
+
+
+def test_bad_route_is_reported_with_its_line(tmp_path: Path) -> None:
+    """A route with an unknown upstream kind names the route and the file and line."""
+    path = write(tmp_path, ROUTED.replace("kind: service", "kind: consul"))
+    with pytest.raises(ConfigError, match=r"(?s)route 'users'.*qanat.yaml:16: gateway.routes.0.upstream"):
+        load_topology(path)
+
+
+def test_route_to_unknown_service(tmp_path: Path) -> None:
+    """A route naming a service that qanat.yaml does not define is rejected."""
+    path = write(tmp_path, ROUTED.replace("service: users}", "service: payments}"))
+    with pytest.raises(ConfigError, match=r"service 'payments'.*services: catalog, users"):
+        load_topology(path)
