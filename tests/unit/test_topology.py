@@ -93,7 +93,7 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 def test_bad_app_path_says_what_is_allowed(tmp_path: Path) -> None:
     """The app must be an import path with an attribute."""
     path = write(tmp_path, GOOD.replace("users.app:app", "users/app.py"))
-    with pytest.raises(ConfigError, match="package.module:attribute"):
+    with pytest.raises(ConfigError, match=r"package\.module:attribute"):
         load_topology(path)
 
 
@@ -144,7 +144,8 @@ def test_gateway_routes_are_validated_on_load(tmp_path: Path) -> None:
 def test_bad_route_is_reported_with_its_line(tmp_path: Path) -> None:
     """A route with an unknown upstream kind names the route and the file and line."""
     path = write(tmp_path, ROUTED.replace("kind: service", "kind: consul"))
-    with pytest.raises(ConfigError, match=r"(?s)route 'users'.*qanat.yaml:16: gateway.routes.0.upstream"):
+    expected = r"(?s)route 'users'.*qanat.yaml:16: gateway.routes.0.upstream"
+    with pytest.raises(ConfigError, match=expected):
         load_topology(path)
 
 
