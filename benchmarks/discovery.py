@@ -326,14 +326,16 @@ async def until_count(watcher: Child, count: int) -> float:
 
 
 async def measure_churn(url: str, total: int, processes: int) -> Churn:
+    """``total`` instances in ``processes`` workers register, then leave; a watcher times both."""
     service = f"churn-{uuid.uuid4().hex[:8]}"
+    processes = max(1, min(processes, total))
     share = math.ceil(total / processes)
     watcher = await Child.start("_watch", url, service)
     workers: list[Child] = []
     try:
         await until_count(watcher, 0)
         for p in range(processes):
-            first, count = p * share, min(share, total - p * share)
+            first, count = p * share, max(0, min(share, total - p * share))
             workers.append(await Child.start("_churn", url, service, str(first), str(count)))
         for w in workers:
             if await w.line(PHASE_TIMEOUT) != "ready":
