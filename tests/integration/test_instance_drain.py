@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -54,7 +53,7 @@ APP = textwrap.dedent(
 
 @dataclass
 class Instance:
-    proc: subprocess.Popen[bytes]
+    proc: asyncio.subprocess.Process
     port: int
     registry: Registry
     dir: Path
@@ -116,21 +115,21 @@ async def instance(tmp_path: Path) -> AsyncIterator[Instance]:
         "--propagation-delay", "1.0",
     ]  # fmt: skip
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv,
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
             env={**os.environ, **env.to_env(), "DRAIN_TEST_DIR": str(tmp_path)},
             pass_fds=(listener.fileno(),),
             stdout=out,
-            stderr=subprocess.STDOUT,
+            stderr=asyncio.subprocess.STDOUT,
         )
     listener.close()  # the child holds the only copy now: its close is the real close
     registry = await open_registry(registry_url)
     try:
         yield Instance(proc, port, registry, tmp_path, log)
     finally:
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.kill()
-        proc.wait(timeout=DEADLINE)
+        await asyncio.wait_for(proc.wait(), DEADLINE)
         await registry.close()
 
 
@@ -173,12 +172,12 @@ async def test_sigterm_deregisters_before_closing_and_finishes_in_flight(
             assert not slow.done(), "the in-flight request ended before the drain"
         assert gone_while_open, "never saw the instance deregistered while still accepting"
 
-        assert instance.proc.poll() is None, "exited before the in-flight request finished"
+        assert instance.proc.returncode is None, "exited before the in-flight request finished"
         (instance.dir / "release").touch()
         response = await slow
     assert response.status_code == 200
     assert response.json() == {"done": True}
-    assert await asyncio.to_thread(instance.proc.wait, DEADLINE) == 0, instance.output()
+    assert await asyncio.wait_for(instance.proc.wait(), DEADLINE) == 0, instance.output()
 
 
 async def test_drain_is_logged_in_order_as_json(instance: Instance) -> None:
@@ -194,7 +193,7 @@ async def test_drain_is_logged_in_order_as_json(instance: Instance) -> None:
 
         await eventually(ready, "instance ready")
     instance.proc.send_signal(signal.SIGTERM)
-    assert await asyncio.to_thread(instance.proc.wait, DEADLINE) == 0, instance.output()
+    assert await asyncio.wait_for(instance.proc.wait(), DEADLINE) == 0, instance.output()
     lines = [json.loads(line) for line in instance.output().splitlines() if line.startswith("{")]
     events = [line["event"] for line in lines]
     deregistered = next(i for i, e in enumerate(events) if e.startswith("deregistered"))
