@@ -21,12 +21,13 @@ BUDGET_HEADER = "x-qanat-budget-ms"
 """The caller's remaining time budget in milliseconds, sent on every outgoing call."""
 
 REQUEST_ID_HEADER = "x-request-id"
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
+_SAFE_ID = re.compile(r"[A-Za-z0-9._\-]{1,128}")
 
 
 def valid_request_id(value: str | None) -> bool:
     """True when an incoming ``X-Request-Id`` is safe to keep (and to log)."""
-    return value is not None and _SAFE_ID.match(value) is not None
+    # fullmatch, not match with "$": "$" also matches before a final newline.
+    return value is not None and _SAFE_ID.fullmatch(value) is not None
 
 
 def parse_budget(value: str | None) -> float | None:
