@@ -23,9 +23,11 @@ def test_finished_spans_are_appended_as_json_lines(tmp_path: Path) -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(JsonlSpanExporter(tmp_path / SPANS_FILE)))
     tracer = provider.get_tracer("t")
-    with tracer.start_as_current_span("parent", kind=SpanKind.SERVER) as parent:
-        with tracer.start_as_current_span("child", attributes={"k": "v"}):
-            pass
+    with (
+        tracer.start_as_current_span("parent", kind=SpanKind.SERVER) as parent,
+        tracer.start_as_current_span("child", attributes={"k": "v"}),
+    ):
+        pass
     child, root = read_spans(tmp_path)
     ctx = parent.get_span_context()
     assert (child["name"], root["name"]) == ("child", "parent")
