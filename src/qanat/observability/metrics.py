@@ -15,7 +15,7 @@ recommends for "custom collectors".
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -65,14 +65,25 @@ class ServiceMetrics:
             ["service"],
             registry=self.registry,
         )
-        self.in_flight.labels(service)  # exported as 0 before the first request
+        self.in_flight_now = self.in_flight.labels(service)  # exported as 0 from the start
+        # Label children by (route, method, status): labels() costs a lock and a tuple per call.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one finished request (and an error when ``status`` is 5xx)."""
-        self.requests.labels(self.service, route, method, str(status)).inc()
-        self.latency.labels(self.service, route, method).observe(seconds)
-        if status >= 500:
-            self.errors.labels(self.service, route, method).inc()
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(self.service, route, method, str(status)),
+                self.latency.labels(self.service, route, method),
+                self.errors.labels(self.service, route, method) if status >= 500 else None,
+            )
+        requests, latency, errors = children
+        requests.inc()
+        latency.observe(seconds)
+        if errors is not None:
+            errors.inc()
 
     def add_gauges(self, name: str, doc: str, labels: list[str], read: Samples) -> None:
         """Expose a gauge family read on every scrape (breaker states, pool statistics)."""

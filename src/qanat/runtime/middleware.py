@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -63,7 +63,7 @@ class QanatMiddleware:
             return
         headers = _headers(scope)
         incoming = headers.get(context.REQUEST_ID_HEADER)
-        rid = incoming if context.valid_request_id(incoming) and incoming else uuid.uuid4().hex
+        rid = incoming if context.valid_request_id(incoming) and incoming else _new_id()
         budget = context.parse_budget(headers.get(context.BUDGET_HEADER))
         start = time.monotonic()
         span, own_span = self._server_span(scope, headers)
@@ -81,9 +81,9 @@ class QanatMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), rid_header]
-                # Enrich now: an adopted outer span ends as soon as the body is sent.
-                label = DEADLINE_ROUTE if refused else self.templates.label(scope.get("route"))
-                _describe(span, scope["method"], label, status)
+                if not own_span:  # enrich now: an adopted span ends as soon as the body is sent
+                    label = DEADLINE_ROUTE if refused else self.templates.label(scope.get("route"))
+                    _describe(span, scope["method"], label, status)
             await send(message)
 
         service = self.service
@@ -127,11 +127,17 @@ class QanatMiddleware:
         return span, True
 
 
+def _new_id() -> str:
+    # 128 random bits, as uuid4 has, without a urandom syscall per request: an id must be
+    # unique, not secret (OpenTelemetry's id generator makes the same choice).
+    return format(random.getrandbits(128), "032x")
+
+
 def _describe(span: Span, method: str, route: str, status: int) -> None:
     span.update_name(f"{method} {route}")
-    span.set_attribute("http.request.method", method)
-    span.set_attribute("http.route", route)
-    span.set_attribute("http.response.status_code", status)
+    span.set_attributes(
+        {"http.request.method": method, "http.route": route, "http.response.status_code": status}
+    )
 
 
 def _route_path(scope: Scope) -> str:

@@ -109,6 +109,7 @@ class Service:
         self._json_logs = json_logs
         self._provider = tracer_provider
         self._own_provider = False
+        self._tracer: tuple[TracerProvider | None, trace.Tracer] | None = None
         self._clients: dict[str, ServiceClient] = {}
         self._configs: list[BoundConfig[Any]] = []
         self._store = _LazyConfigStore()
@@ -236,17 +237,19 @@ class Service:
 
     @property
     def tracer(self) -> trace.Tracer:
-        """The tracer of this service's server spans."""
-        provider = self._provider or trace.get_tracer_provider()
-        return provider.get_tracer("qanat.service")
+        """The tracer of this service's server spans (its provider's, once started)."""
+        if self._tracer is None or self._tracer[0] is not self._provider:
+            provider = self._provider or trace.get_tracer_provider()
+            self._tracer = (self._provider, provider.get_tracer("qanat.service"))
+        return self._tracer[1]
 
     def request_started(self) -> None:
         self.in_flight += 1
-        self.metrics.in_flight.labels(self.name).inc()
+        self.metrics.in_flight_now.inc()
 
     def request_finished(self) -> None:
         self.in_flight -= 1
-        self.metrics.in_flight.labels(self.name).dec()
+        self.metrics.in_flight_now.dec()
 
     # -- outgoing calls and configuration --------------------------------------
 
