@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query
 from pydantic import BaseModel
-from shop_common.db import ensure_schema, make_engine
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, or_, select
+from shop_common.db import ensure_schema, make_engine, seed
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, or_, select
 
 import qanat
 from catalog.seed import PRODUCTS
@@ -30,13 +30,12 @@ engine = make_engine("catalog")
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await ensure_schema(engine, metadata)
+    rows = [
+        {"id": p, "name": n, "description": d, "price_cents": c, "seller_id": s}
+        for p, n, d, c, s in PRODUCTS
+    ]
     async with engine.begin() as conn:
-        for pid, name, desc, price, seller in PRODUCTS:
-            await conn.execute(
-                insert(products)
-                .prefix_with("OR IGNORE")
-                .values(id=pid, name=name, description=desc, price_cents=price, seller_id=seller)
-            )
+        await seed(conn, products, rows)
     yield
     await engine.dispose()
 

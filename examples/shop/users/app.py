@@ -16,7 +16,7 @@ from typing import Annotated
 from fastapi import FastAPI, Header, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from shop_common.db import ensure_schema, make_engine
+from shop_common.db import ensure_schema, make_engine, seed
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
 from sqlalchemy.exc import IntegrityError
 
@@ -51,10 +51,7 @@ engine = make_engine("users")
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await ensure_schema(engine, metadata)
     async with engine.begin() as conn:
-        for uid, name, email in SELLERS:
-            await conn.execute(
-                insert(users).prefix_with("OR IGNORE").values(id=uid, name=name, email=email)
-            )
+        await seed(conn, users, [{"id": i, "name": n, "email": e} for i, n, e in SELLERS])
     yield
     await engine.dispose()
 

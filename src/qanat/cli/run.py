@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
+import re
 import sys
 import time
 from pathlib import Path
@@ -13,12 +13,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 from qanat.errors import BackendUnreachable, ConfigError
 from qanat.runner import control
-from qanat.runner.supervisor import GATEWAY, ProcessInfo, Supervisor
+from qanat.runner.display import status_table
+from qanat.runner.up import UpSession
 from qanat.topology import Topology, load_topology
 
 console = Console(highlight=False)
@@ -28,33 +27,34 @@ DirArg = Annotated[Path, typer.Argument(help="Directory holding qanat.yaml (or t
 DirOpt = Annotated[
     Path, typer.Option("--dir", "-d", help="Directory holding qanat.yaml (or the file itself).")
 ]
+StateOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        help="Where logs, databases and the control socket live "
+        "(default: state_dir in qanat.yaml, '.qanat' beside it).",
+    ),
+]
 
 
-def _load(path: Path) -> Topology:
+def _load(path: Path, state_dir: Path | None = None) -> Topology:
+    """The topology at ``path``; a bad file is one located error line and exit status 2."""
     try:
-        return load_topology(path)
+        topo = load_topology(path)
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
+    if state_dir is not None:
+        topo = topo.model_copy(update={"state_dir": str(state_dir.resolve())})
+    return topo
 
 
-def _status_table(rows: list[ProcessInfo] | list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for col in ("service", "instance", "status", "url", "pid", "restarts"):
-        table.add_column(col)
-    for row in rows:
-        r = row.to_dict() if isinstance(row, ProcessInfo) else row
-        status = str(r["status"])
-        colour = {"ready": "green", "starting": "yellow", "restarting": "red"}.get(status, "")
-        table.add_row(
-            str(r["group"]),
-            str(r["name"]),
-            f"[{colour}]{status}[/{colour}]" if colour else status,
-            str(r["url"]),
-            str(r["pid"] or "-"),
-            str(r["restarts"]),
-        )
-    return table
+def _where(path: Path, state_dir: Path | None) -> str:
+    """The options the other commands need to find this system (empty for the defaults)."""
+    parts = [] if path.resolve() == Path.cwd() else [f"-d {path}"]
+    if state_dir is not None:
+        parts.append(f"--state-dir {state_dir}")
+    return " ".join(parts)
 
 
 def up(
@@ -63,6 +63,7 @@ def up(
         int | None,
         typer.Option("--port", "-p", help="Gateway port (default from qanat.yaml: 8080)."),
     ] = None,
+    state_dir: StateOpt = None,
     ready_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for every instance to become ready.")
     ] = 60.0,
@@ -70,139 +71,81 @@ def up(
     """Start every service of the system (and its gateway) and keep them running.
 
     Instances start on free ports, register themselves, and are restarted with
-    backoff when they crash. Ctrl-C stops everything gracefully.
+    backoff when they crash. Ctrl-C stops everything gracefully (twice: at once).
     """
-    topo = _load(path)
+    topo = _load(path, state_dir)
     with contextlib.suppress(BackendUnreachable):
         asyncio.run(control.request(topo.state_path, {"cmd": "status"}, timeout=2.0))
         err.print(
             f"[red]error:[/red] a 'qanat up' already runs for {topo.state_path}; "
-            "stop it with 'qanat down' first"
+            "stop it with 'qanat down' first",
+            soft_wrap=True,
         )
         raise typer.Exit(1)
+    session = UpSession(
+        topo,
+        console=console,
+        gateway_port=port,
+        ready_timeout=ready_timeout,
+        where=_where(path, state_dir),
+    )
     try:
-        code = asyncio.run(_up(topo, port, ready_timeout))
-    except KeyboardInterrupt:
+        code = asyncio.run(session.run())
+    except (ConfigError, BackendUnreachable) as exc:
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:  # before the signal handlers were installed
         code = 130
     raise typer.Exit(code)
 
 
-async def _up(topo: Topology, port: int | None, ready_timeout: float) -> int:
-    def notify(name: str, message: str) -> None:
-        console.print(f"[bold]{name}[/bold] {message}")
-
-    sup = Supervisor(topo, notify=notify, gateway_port=port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-
-    async def handle(req: dict[str, Any]) -> dict[str, Any]:
-        cmd = req.get("cmd")
-        if cmd == "status":
-            return {"ok": True, "processes": [p.to_dict() for p in sup.processes()]}
-        if cmd == "scale":
-            service, replicas = str(req["service"]), int(req["replicas"])
-            if service not in topo.services:
-                known = ", ".join(sorted(topo.services))
-                return {"ok": False, "error": f"unknown service {service!r} (services: {known})"}
-            if not 0 <= replicas <= 64:
-                return {"ok": False, "error": "replicas must be between 0 and 64"}
-            await sup.scale(service, replicas)
-            console.print(f"[bold]{service}[/bold] scaled to {replicas}")
-            return {"ok": True}
-        if cmd == "down":
-            stop.set()
-            return {"ok": True}
-        return {"ok": False, "error": f"unknown command {cmd!r} (status, scale, down)"}
-
-    server = await control.serve(topo.state_path, handle)
-    console.print(
-        f"[bold]qanat[/bold] starting [cyan]{topo.name}[/cyan] "
-        f"from {topo.root} (state in {topo.state_path})"
-    )
-    started = time.monotonic()
-    await sup.start()
-    waiter = asyncio.create_task(sup.wait_ready(ready_timeout))
-    with Live(
-        _status_table(sup.processes(), "starting…"),
-        console=console,
-        refresh_per_second=8,
-        transient=True,
-    ) as live:
-        while not waiter.done() and not stop.is_set():
-            await asyncio.wait([waiter], timeout=0.1)
-            live.update(_status_table(sup.processes(), "starting…"))
-    late = waiter.result() if waiter.done() else []
-    waiter.cancel()
-    code = 0
-    if not stop.is_set():
-        console.print(
-            _status_table(sup.processes(), f"{topo.name}: up in {time.monotonic() - started:.1f}s")
-        )
-        if late:
-            console.print(
-                f"[yellow]not ready after {ready_timeout:g}s:[/yellow] "
-                f"{', '.join(late)} — see 'qanat logs SERVICE'"
-            )
-        gateway = [p for p in sup.processes() if p.group == GATEWAY]
-        if gateway:
-            console.print(
-                f"\n  Open [bold cyan]{gateway[0].url}[/bold cyan]  "
-                "(Ctrl-C to stop; 'qanat status' in another terminal)\n"
-            )
-        else:
-            console.print("\n  Running (Ctrl-C to stop; 'qanat status' in another terminal)\n")
-        await stop.wait()
-    console.print("[bold]qanat[/bold] stopping: draining instances (Ctrl-C again to force)…")
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.remove_signal_handler(sig)
-    server.close()
-    await sup.stop()
-    with contextlib.suppress(FileNotFoundError):
-        control.socket_path(topo.state_path).unlink()
-    console.print("[bold]qanat[/bold] stopped.")
-    return code
-
-
 def status(
     path: DirOpt = Path("."),
+    state_dir: StateOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Show every process of the running system: status, URL, pid, restarts."""
-    topo = _load(path)
+    """Show every process of the running system: status, health, URL, pid, restarts."""
+    topo = _load(path, state_dir)
     reply = _call(topo, {"cmd": "status"})
     if as_json:
         print(json.dumps(reply["processes"], indent=2))
     else:
-        console.print(_status_table(reply["processes"], f"{topo.name}"))
+        console.print(status_table(reply["processes"], topo.name))
 
 
-def down(path: DirOpt = Path(".")) -> None:
-    """Stop the running system gracefully (drain, deregister, exit)."""
-    topo = _load(path)
-    _call(topo, {"cmd": "down"})
-    sock = control.socket_path(topo.state_path)
-    deadline = time.monotonic() + 60
-    while sock.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)  # waiting for the supervisor to finish its graceful stop
-    console.print("stopped" if not sock.exists() else "still stopping; check 'qanat status'")
+def down(path: DirOpt = Path("."), state_dir: StateOpt = None) -> None:
+    """Stop the running system gracefully (drain, deregister, exit); returns once stopped."""
+    topo = _load(path, state_dir)
+    _call(topo, {"cmd": "down"}, timeout=300)
+    console.print(f"{topo.name}: stopped")
 
 
 def scale(
     service: Annotated[str, typer.Argument(help="Service name from qanat.yaml.")],
     replicas: Annotated[int, typer.Argument(help="Number of instances to run.")],
     path: DirOpt = Path("."),
+    state_dir: StateOpt = None,
 ) -> None:
-    """Change the number of instances of a service, live."""
-    topo = _load(path)
-    _call(topo, {"cmd": "scale", "service": service, "replicas": replicas}, timeout=120)
-    console.print(f"{service}: {replicas} instance(s)")
+    """Change the number of instances of a service, live; waits for new ones to be ready."""
+    topo = _load(path, state_dir)
+    reply = _call(topo, {"cmd": "scale", "service": service, "replicas": replicas}, timeout=120)
+    started = ", ".join(reply.get("started", [])) or "none"
+    console.print(f"{service}: {replicas} instance(s) (started: {started})")
+    if reply.get("not_ready"):
+        err.print(f"[yellow]not ready yet:[/yellow] {', '.join(reply['not_ready'])}")
+        raise typer.Exit(1)
+
+
+def _log_files(log_dir: Path, service: str) -> list[Path]:
+    """Log files of ``service``'s instances (``users-0.log`` ...) or ``gateway.log``."""
+    pattern = re.compile(rf"^{re.escape(service)}(-\d+)?\.log$")
+    return sorted(f for f in log_dir.glob("*.log") if pattern.match(f.name))
 
 
 def logs(
     service: Annotated[str, typer.Argument(help="Service name (or 'gateway').")],
     path: DirOpt = Path("."),
+    state_dir: StateOpt = None,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
     ] = False,
@@ -211,28 +154,30 @@ def logs(
     ] = 50,
 ) -> None:
     """Print the logs of every instance of a service, prefixed with the instance name."""
-    topo = _load(path)
+    topo = _load(path, state_dir)
     log_dir = topo.state_path / "logs"
-    files = sorted(log_dir.glob(f"{service}-*.log")) + sorted(log_dir.glob(f"{service}.log"))
+    files = _log_files(log_dir, service)
     if not files:
-        known = sorted({f.stem.rsplit("-", 1)[0] for f in log_dir.glob("*.log")})
+        known = sorted({re.sub(r"-\d+$", "", f.stem) for f in log_dir.glob("*.log")})
         err.print(
             f"[red]error:[/red] no logs for {service!r} in {log_dir} "
-            f"(services with logs: {', '.join(known) or 'none'})"
+            f"(services with logs: {', '.join(known) or 'none'})",
+            soft_wrap=True,
         )
         raise typer.Exit(1)
     offsets: dict[Path, int] = {}
     for f in files:
         text = f.read_text(errors="replace").splitlines()
-        for line in text[-lines:]:
+        for line in text[-lines:] if lines > 0 else []:
             print(f"{f.stem:>12} | {line}")
         offsets[f] = f.stat().st_size
+    sys.stdout.flush()
     while follow:
         try:
             time.sleep(0.2)  # tail -f polling
         except KeyboardInterrupt:
             return
-        for f in sorted(log_dir.glob(f"{service}-*.log")):
+        for f in _log_files(log_dir, service):  # scaled-up instances appear here too
             size = f.stat().st_size
             start = offsets.get(f, 0)
             if size > start:
@@ -249,7 +194,7 @@ def _call(topo: Topology, payload: dict[str, Any], timeout: float = 30.0) -> dic
     try:
         reply = asyncio.run(control.request(topo.state_path, payload, timeout=timeout))
     except BackendUnreachable as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
     if not reply.get("ok"):
         err.print(f"[red]error:[/red] {reply.get('error', 'the supervisor refused')}")

@@ -31,29 +31,64 @@ def socket_path(state_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"qanat-{digest}.sock"
 
 
-async def serve(state_dir: Path, handler: Handler) -> asyncio.AbstractServer:
-    """Listen on the control socket; each request line is passed to ``handler``."""
-    path = socket_path(state_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+class ControlServer:
+    """The listening control socket and the requests it is answering.
 
-    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    ``aclose`` stops listening, lets requests being answered finish (a
+    ``down`` answers only once everything has stopped), then removes the
+    socket file, so a ``qanat down`` that got its answer knows the system is gone.
+    """
+
+    def __init__(self, path: Path, handler: Handler) -> None:
+        self.path = path
+        self._handler = handler
+        self._server: asyncio.AbstractServer | None = None
+        self._active: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # left by a supervisor that was killed; none answers on it
+        self._server = await asyncio.start_unix_server(self._on_client, path=str(self.path))
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._active.add(task)
         try:
             line = await reader.readline()
             try:
                 request = json.loads(line)
                 if not isinstance(request, dict):
                     raise ValueError("a request is a JSON object")
-                reply = await handler(request)
+                reply = await self._handler(request)
             except (ValueError, KeyError) as exc:
                 reply = {"ok": False, "error": str(exc)}
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the asking command went away (Ctrl-C): nothing to answer
         finally:
             writer.close()
+            self._active.discard(task)
 
-    return await asyncio.start_unix_server(on_client, path=str(path))
+    async def aclose(self, grace: float = 5.0) -> None:
+        """Stop listening, finish the answers under way (at most ``grace`` s), remove the file."""
+        if self._server is not None:
+            self._server.close()
+        current = asyncio.current_task()
+        others = [t for t in self._active if t is not current]
+        if others:
+            await asyncio.wait(others, timeout=grace)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+async def serve(state_dir: Path, handler: Handler) -> ControlServer:
+    """Listen on the control socket of ``state_dir``; each request is passed to ``handler``."""
+    server = ControlServer(socket_path(state_dir), handler)
+    await server.start()
+    return server
 
 
 async def request(
@@ -79,7 +114,9 @@ async def request(
         raise BackendUnreachable(
             f"the supervisor at {path} did not answer in {timeout:g}s"
         ) from None
-    reply = json.loads(line or b"{}")
+    if not line:
+        raise BackendUnreachable(f"the supervisor at {path} closed the connection unanswered")
+    reply = json.loads(line)
     if not isinstance(reply, dict):
         raise BackendUnreachable(f"unexpected reply from the supervisor at {path}")
     return reply

@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from qanat.runner.guard import guarded
 from qanat.runner.probe import http_status
 from qanat.runner.restart import RestartBackoff
+
+LOG_TAIL_LINES = 3  # lines of a crashed process's log shown with the crash message
 
 
 class Status(StrEnum):
@@ -60,6 +63,7 @@ class Supervised:
     _task: asyncio.Task[None] | None = None
     _stopping: bool = False
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _was_ready: bool = False  # ready at least once: the next ready is a recovery
 
     @property
     def url(self) -> str:
@@ -98,10 +102,11 @@ class Supervised:
             delay = self.backoff.crashed(time.monotonic())
             self.status = Status.RESTARTING
             self.restarts += 1
+            tail = "".join(f"\n    | {line}" for line in log_tail(self.spec.log_path))
             self.notify(
                 self.spec.name,
                 f"exited with {_describe_exit(code)}; restarting in {delay:g}s "
-                f"(restart {self.restarts}, log: {self.spec.log_path})",
+                f"(restart {self.restarts}, log: {self.spec.log_path}){tail}",
             )
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.sleep(delay)  # real backoff between restarts, not a test wait
@@ -110,11 +115,14 @@ class Supervised:
     async def _spawn(self) -> None:
         spec = self.spec
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        sock = _listen(spec.host, spec.port) if spec.pass_socket else None
+        sock = listen(spec.host, spec.port) if spec.pass_socket else None
         if sock is not None:
             spec.port = sock.getsockname()[1]
+        elif spec.port == 0:
+            spec.port = free_port(spec.host)  # the child binds it itself: a small race remains
         fill = {"fd": str(sock.fileno()) if sock else "", "port": str(spec.port)}
-        argv = [a.format(**fill) for a in spec.argv]
+        # Guarded: the child gets SIGTERM from the kernel if this supervisor dies (guard.py).
+        argv = guarded([a.format(**fill) for a in spec.argv])
         env = {**os.environ, **spec.env, "QANAT_PORT": str(spec.port)}
         log = spec.log_path.open("ab")
         try:
@@ -142,6 +150,10 @@ class Supervised:
             if code == 200:
                 self.status = Status.READY
                 self._ready.set()
+                took = time.monotonic() - self.started_at
+                again = " again" if self._was_ready else ""
+                self._was_ready = True
+                self.notify(self.spec.name, f"ready{again} at {self.url} ({took:.1f}s)")
                 return
             await asyncio.sleep(0.05)  # polling interval of the readiness probe
 
@@ -170,14 +182,44 @@ class Supervised:
         self.pid = None
 
 
-def _listen(host: str, port: int) -> socket.socket:
+    def kill(self) -> None:
+        """SIGKILL the process now (a second Ctrl-C); ``stop()`` then returns at once."""
+        self._stopping = True
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+
+
+def free_port(host: str) -> int:
+    """A port that was free a moment ago (for children that must bind their own socket)."""
+    with listen(host, 0) as sock:
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES, width: int = 200) -> list[str]:
+    """The last non-empty ``lines`` of a log file, each cut to ``width`` characters."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 8192))
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return []
+    kept = [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
+    return [line if len(line) <= width else line[: width - 1] + "…" for line in kept]
+
+
+def listen(host: str, port: int, *, fallback: bool = True) -> socket.socket:
+    """A listening, inheritable socket on ``host:port`` (another free port if that one is
+    taken and ``fallback``: an instance restarted after its port was taken takes a new one)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
     except OSError:
-        if port == 0:
+        if port == 0 or not fallback:
+            sock.close()
             raise
         sock.bind((host, 0))  # the old port was taken meanwhile: take another
     sock.listen(2048)

@@ -1,16 +1,26 @@
-"""The supervisor: every replica of every service (and the gateway) as processes."""
+"""The supervisor: every replica of every service (and the gateway) as processes.
+
+Instance names are ``<service>-<n>`` with the lowest ``n`` not held by a
+running *or still draining* instance: a name is the registry id, and reusing
+one that is still deregistering would let the old instance's deregistration
+remove the new one's registration.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from qanat.errors import ConfigError
+from qanat.ports import Registry
 from qanat.runner.env import InstanceEnv
-from qanat.runner.process import ProcessSpec, Status, Supervised, python
+from qanat.runner.process import ProcessSpec, Status, Supervised, listen, python
 from qanat.topology import Topology
 
 GATEWAY = "gateway"
+NO_HEALTH = "-"  # the health column of a process the registry does not know
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,12 +34,14 @@ class ProcessInfo:
     pid: int | None
     restarts: int
     last_exit: int | None
+    health: str = NO_HEALTH  # from the registry: passing, warning, critical (or "-")
 
     def to_dict(self) -> dict[str, object]:
         return {
             "group": self.group,
             "name": self.name,
             "status": self.status,
+            "health": self.health,
             "url": self.url,
             "pid": self.pid,
             "restarts": self.restarts,
@@ -51,6 +63,7 @@ class Supervisor:
         self.notify = notify
         self.gateway_port = topology.gateway.port if gateway_port is None else gateway_port
         self._groups: dict[str, list[Supervised]] = {}
+        self._draining: set[str] = set()  # names of instances stopping after a scale-down
         self._lock = asyncio.Lock()
 
     # -- building process specs ------------------------------------------------
@@ -112,11 +125,34 @@ class Supervisor:
 
     # -- lifecycle -------------------------------------------------------------
 
+    def gateway_wanted(self) -> bool:
+        """Whether this topology runs a gateway (enabled, with at least one route)."""
+        return bool(self.topology.gateway.enabled and self.topology.gateway.routes)
+
+    def check_gateway_port(self) -> None:
+        """Fail early, before anything starts, when the gateway's port is taken.
+
+        Raises ``ConfigError`` naming the address and how to pick another.
+        """
+        if not self.gateway_wanted() or self.gateway_port == 0:
+            return
+        host = self.topology.gateway.host
+        try:
+            listen(host, self.gateway_port, fallback=False).close()
+        except OSError as exc:
+            in_use = exc.errno == errno.EADDRINUSE
+            what = "is already in use" if in_use else f"cannot be bound: {exc}"
+            raise ConfigError(
+                f"the gateway's address {host}:{self.gateway_port} {what}; stop what holds it "
+                "or pick another port with 'qanat up --port N' (0 picks a free one)",
+                source=f"{self.topology.root / 'qanat.yaml'}: gateway.port",
+            ) from None
+
     async def start(self) -> None:
         """Start every replica (dependencies first) and the gateway; do not wait."""
         for service in _dependency_order(self.topology):
             await self.scale(service, self.topology.services[service].replicas)
-        if self.topology.gateway.enabled and self.topology.gateway.routes:
+        if self.gateway_wanted():
             proc = Supervised(self._gateway_spec(), self.notify)
             self._groups[GATEWAY] = [proc]
             proc.start()
@@ -127,19 +163,37 @@ class Supervisor:
         ready = await asyncio.gather(*(p.wait_ready(timeout) for p in procs))
         return [p.spec.name for p, ok in zip(procs, ready, strict=True) if not ok]
 
-    async def scale(self, service: str, replicas: int) -> None:
-        """Run exactly ``replicas`` instances of ``service``; extra ones stop gracefully."""
+    async def scale(self, service: str, replicas: int) -> list[Supervised]:
+        """Run exactly ``replicas`` instances of ``service``; return the ones started.
+
+        Extra instances (the newest first) stop gracefully before this returns.
+        """
         if service not in self.topology.services:
             raise KeyError(service)
+        started: list[Supervised] = []
         async with self._lock:
             group = self._groups.setdefault(service, [])
             while len(group) < replicas:
-                proc = Supervised(self._instance_spec(service, len(group)), self.notify)
+                taken = {p.spec.name for p in group} | self._draining
+                index = next(i for i in range(len(taken) + 1) if f"{service}-{i}" not in taken)
+                proc = Supervised(self._instance_spec(service, index), self.notify)
                 group.append(proc)
+                started.append(proc)
                 proc.start()
             extra = group[replicas:]
             del group[replicas:]
-        await asyncio.gather(*(p.stop() for p in extra))
+            self._draining.update(p.spec.name for p in extra)
+        try:
+            await asyncio.gather(*(p.stop() for p in extra))
+        finally:
+            self._draining.difference_update(p.spec.name for p in extra)
+        return started
+
+    def kill(self) -> None:
+        """SIGKILL every process now (the second Ctrl-C): no drain, no deregistration."""
+        for group in self._groups.values():
+            for proc in group:
+                proc.kill()
 
     async def stop(self) -> None:
         """Stop the gateway first (no new traffic), then services in reverse dependency order."""
@@ -148,7 +202,9 @@ class Supervisor:
         for service in reversed(_dependency_order(self.topology)):
             await asyncio.gather(*(p.stop() for p in self._groups.pop(service, [])))
 
-    def processes(self) -> list[ProcessInfo]:
+    def processes(self, health: dict[str, str] | None = None) -> list[ProcessInfo]:
+        """One row per process; ``health`` maps instance names to their registry health."""
+        known = health or {}
         rows = []
         for group, procs in self._groups.items():
             for p in procs:
@@ -161,9 +217,26 @@ class Supervisor:
                         pid=p.pid,
                         restarts=p.restarts,
                         last_exit=p.last_exit,
+                        health=known.get(p.spec.name, NO_HEALTH),
                     )
                 )
         return rows
+
+    async def health(self, registry: Registry) -> dict[str, str]:
+        """Each registered instance's health, by instance id ("critical, disabled" when off).
+
+        A registry that cannot answer yields what was read so far: status must not fail.
+        """
+        out: dict[str, str] = {}
+        for service in self.topology.services:
+            try:
+                async with asyncio.timeout(2.0):
+                    found = await registry.discover(service, healthy_only=False)
+            except Exception:  # the table still shows the processes; health reads "-"
+                continue
+            for inst in found:
+                out[inst.id] = inst.health.value + ("" if inst.enabled else ", disabled")
+        return out
 
     def all_ready(self) -> bool:
         return all(p.status is Status.READY for g in self._groups.values() for p in g)
