@@ -95,6 +95,11 @@ class ServiceClient:
         self._routable: Sequence[Instance] = ()
         self._epoch = -1
         self._tracer = tracer or trace.get_tracer("qanat.client")
+        self._hosts: dict[str, tuple[bytes, bytes]] = {}  # instance id -> its host header
+        self._span_names: dict[bytes, str] = {}
+        # Hot-path copies of settings; a response below _final_below is never retried.
+        self._timeout, self._per_try, self._max_body = s.timeout, s.per_try_timeout, s.max_body
+        self._final_below = min((409, *s.retry.retriable_status_codes))
 
     def bind(self, discovery: DiscoveryCache, pool: HttpPool) -> None:
         """Attach discovery and transport (``qanat.Service`` does this when it starts)."""
@@ -111,7 +116,7 @@ class ServiceClient:
 
     # -- choosing an instance: synchronous, no await between pick and send ----------
 
-    def _choose(self, key: str | None, tried: list[str], now: float) -> _Choice:
+    def _choose(self, key: str | None, tried: Sequence[str], now: float) -> _Choice:
         """An instance whose breaker admits the call (a ticket), preferring untried ones."""
         discovery = self.discovery
         if discovery is None or self.pool is None:
@@ -133,7 +138,7 @@ class ServiceClient:
         return self._choose_again(instance, key, tried, now)
 
     def _choose_again(
-        self, instance: Instance | None, key: str | None, tried: list[str], now: float
+        self, instance: Instance | None, key: str | None, tried: Sequence[str], now: float
     ) -> _Choice:
         """Re-pick past tried instances and refusing breakers; then walk the list.
 
@@ -181,6 +186,7 @@ class ServiceClient:
             self._outlier.update(ids)
             for gone in [i for i in self._breakers if i not in ids]:
                 del self._breakers[gone]
+            self._hosts = {i.id: _host_header(i) for i in snapshot}
             self._snapshot = snapshot
         kept = self._outlier.apply(snapshot, now)
         if 2 * len(kept) < len(snapshot):
@@ -195,6 +201,12 @@ class ServiceClient:
         )
         self._breakers[instance_id] = breaker
         return breaker
+
+    def _span_name(self, verb: bytes) -> str:
+        name = self._span_names.get(verb)
+        if name is None:
+            name = self._span_names[verb] = f"{verb.decode()} {self.target}"
+        return name
 
     def _release(self, instance: Instance) -> None:
         """Close a pick that was not used: its slot back, nothing learned.
@@ -231,7 +243,7 @@ class ServiceClient:
         key for a consistent-hash balancer.
         """
         start = self._clock()
-        budget = self.settings.timeout if timeout is None else _check_timeout(timeout)
+        budget = self._timeout if timeout is None else _check_timeout(timeout)
         left = context.remaining()  # the propagated deadline is in time.monotonic() seconds
         if left is not None and left < budget:
             budget = left
@@ -240,41 +252,40 @@ class ServiceClient:
                 f"{self.target}: the caller's deadline has passed; {method} {path} was not sent"
             )
         prepared = prepare(method, path, params, json, content, headers, idempotency_key)
-        self.budget.request_started()
+        deadline = start + budget
+        retry_budget = self.budget
+        retry_budget.request_started()
         try:
-            return await self._attempts(prepared, key, start, start + budget)
+            instance, breaker, ticket, picked = self._choose(key, (), start)
+            outcome: ClientResponse | UpstreamError
+            try:
+                response = await self._send(
+                    instance, breaker, ticket, picked, prepared, deadline, 1
+                )
+                if response.status < self._final_below:  # 2xx, 3xx: never retried
+                    return response
+                outcome = response
+            except UpstreamError as exc:
+                outcome = exc
+            return await self._retries(outcome, [instance.id], prepared, key, start, deadline)
         finally:
-            self.budget.request_finished()
+            retry_budget.request_finished()
 
-    async def _attempts(
-        self, prepared: Prepared, key: str | None, start: float, deadline: float
+    async def _retries(
+        self,
+        outcome: ClientResponse | UpstreamError,
+        tried: list[str],
+        prepared: Prepared,
+        key: str | None,
+        start: float,
+        deadline: float,
     ) -> ClientResponse:
+        """Retry while the last outcome is safe and worth retrying, in budget and in time."""
         clock, budget = self._clock, self.budget
-        tried: list[str] = []
-        outcome: ClientResponse | UpstreamError | None = None
         previous: float | None = None
         holding = False  # a retry granted by the budget, held until its attempt ends
         try:
             while True:
-                now = clock()
-                if outcome is not None and now >= deadline:
-                    break  # the backoff overslept the deadline
-                try:
-                    instance, breaker, ticket, picked = self._choose(key, tried, now)
-                except Unavailable:
-                    if outcome is None:
-                        raise
-                    break  # nowhere left to retry: the last attempt's outcome stands
-                tried.append(instance.id)
-                try:
-                    outcome = await self._send(
-                        instance, breaker, ticket, picked, prepared, deadline, len(tried)
-                    )
-                except UpstreamError as exc:
-                    outcome = exc
-                if holding:
-                    budget.retry_finished()
-                    holding = False
                 delay = retry_delay(
                     self.settings.retry, outcome, prepared, len(tried), clock() - start,
                     previous, self._rng, time.time,
@@ -288,12 +299,27 @@ class ServiceClient:
                 holding = True
                 await self._sleep(delay)
                 previous = delay
+                now = clock()
+                if now >= deadline:
+                    break  # the backoff overslept the deadline
+                try:
+                    instance, breaker, ticket, picked = self._choose(key, tried, now)
+                except Unavailable:
+                    break  # nowhere left to retry: the last attempt's outcome stands
+                tried.append(instance.id)
+                try:
+                    outcome = await self._send(
+                        instance, breaker, ticket, picked, prepared, deadline, len(tried)
+                    )
+                except UpstreamError as exc:
+                    outcome = exc
+                budget.retry_finished()
+                holding = False
         finally:
             if holding:
                 budget.retry_finished()
         if isinstance(outcome, BaseException):
             raise outcome
-        assert outcome is not None
         return outcome
 
     async def _send(
@@ -309,19 +335,18 @@ class ServiceClient:
         """One attempt; settles breaker, outlier detector, balancer and span exactly once."""
         clock = self._clock
         began = clock()
-        span = self._tracer.start_span(f"{prepared.verb.decode()} {self.target}",
-                                       kind=SpanKind.CLIENT)
+        span = self._tracer.start_span(self._span_name(prepared.verb), kind=SpanKind.CLIENT)
         verdict: bool | None = None  # breaker: success, failure, or excluded
         observed: Any = None  # outlier: a status or a CallError, None records nothing
         neutral = False  # balancer: close the pick without feedback
         status: int | None = None
         try:
             left = deadline - began
-            per_try = self.settings.per_try_timeout
+            per_try = self._per_try
             headers = [
-                (b"host", f"{instance.address}:{instance.port}".encode()),
+                self._hosts.get(instance.id) or _host_header(instance),
                 *prepared.headers,
-                (_BUDGET, b"%d" % max(0, int(left * 1000))),
+                (_BUDGET, b"%d" % max(0, int(left * 1000))),  # rounded down: never more than left
             ]
             trace_context = span.get_span_context()
             if trace_context.is_valid:
@@ -336,11 +361,11 @@ class ServiceClient:
             )
             status = response.status
             if response.complete:  # the whole body came with the head: no timer needed
-                content = await response.read(self.settings.max_body)
+                content = await response.read(self._max_body)
             else:
                 try:
                     async with asyncio.timeout(max(0.0, deadline - clock())):
-                        content = await response.read(self.settings.max_body)
+                        content = await response.read(self._max_body)
                 except TimeoutError:
                     raise UpstreamTimeout(
                         f"{self.target}/{instance.id}: the response body did not arrive "
@@ -406,6 +431,11 @@ def _balancer(name: str, clock: Callable[[], float]) -> Balancer[Instance]:
     cls = BALANCERS.get(name)
     takes_clock = cls is not None and "clock" in inspect.signature(cls).parameters
     return make_balancer(name, clock=clock) if takes_clock else make_balancer(name)
+
+
+def _host_header(instance: Instance) -> tuple[bytes, bytes]:
+    host = f"[{instance.address}]" if ":" in instance.address else instance.address
+    return (b"host", f"{host}:{instance.port}".encode())
 
 
 def _check_timeout(timeout: float) -> float:

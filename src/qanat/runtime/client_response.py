@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClientResponse:
     """A complete response: status, headers, body, and where it came from.
+
+    Not frozen on purpose: one is built per call, and a frozen dataclass's
+    ``__init__`` costs three times as much. Treat it as read-only.
 
     ``headers`` are (name, value) byte pairs as received, in order;
     ``instance`` is the id of the instance that answered; ``attempts`` counts
