@@ -1,8 +1,15 @@
-"""Run a gateway from a YAML file: ``python -m qanat.gateway --config FILE.yaml --port 8080``.
+"""Run a gateway: ``python -m qanat.gateway --topology qanat.yaml`` or ``--config FILE.yaml``.
 
-The file holds a ``routes:`` list (see docs/gateway.md) and optionally a
-``limits:`` mapping overriding ``hardening.Limits`` defaults. SIGTERM/SIGINT
-stop accepting and let in-flight requests finish (``--drain`` seconds).
+``--topology`` builds it from a topology file: routes from ``gateway.routes``,
+discovery from ``backends.registry``, live route reload from
+``backends.config`` (key ``qanat/gateway/routes``, seeded from the file).
+``--config`` serves a route file (``routes:`` and optional ``limits:``, see
+docs/gateway.md); add ``--registry URL`` for ``kind: service`` routes and
+``--config-store URL`` for live reload. ``/__qanat/ready`` and
+``/__qanat/health`` answer on the public port; ``--admin-port`` adds
+/routes, /upstreams, /stats and /metrics on 127.0.0.1. ``--workers N`` runs N
+processes on the port (SO_REUSEPORT). SIGTERM/SIGINT stop accepting and let
+in-flight requests finish (``--drain`` seconds). See docs/gateway-operations.md.
 """
 
 from __future__ import annotations
@@ -10,13 +17,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
 import sys
 
 from qanat.core.duration import parse_duration
-from qanat.errors import ConfigError
-from qanat.gateway.app import Gateway
-from qanat.gateway.config import load_gateway_file
+from qanat.errors import BackendError, ConfigError
+from qanat.gateway.accesslog import AccessLog
 from qanat.gateway.hardening import Limits
+from qanat.gateway.reload import ROUTES_KEY
+from qanat.gateway.topology import GatewayPlan, plan_from_file, plan_from_topology
+from qanat.gateway.workers import CONFIG_ERROR, run_workers, serve_plan
 
 
 def _limits(raw: dict[str, object], drain: float | None, source: str) -> Limits:
@@ -43,26 +53,71 @@ def _limits(raw: dict[str, object], drain: float | None, source: str) -> Limits:
         raise ConfigError(str(exc), source=f"{source}: limits") from None
 
 
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m qanat.gateway", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--topology", help="a qanat.yaml (or its directory)")
+    source.add_argument("--config", help="YAML file with a 'routes:' list")
+    p.add_argument("--host", help="public address (default: the topology's, or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="public port (default: the topology's, or 8080)")
+    p.add_argument("--admin-port", type=int, help="serve the admin endpoints on this port")
+    p.add_argument("--admin-host", default=None, help="admin address (default 127.0.0.1)")
+    p.add_argument("--workers", type=int, help="processes sharing the port (default 1)")
+    p.add_argument("--registry", help="registry URL for kind: service routes")
+    p.add_argument("--config-store", help="config store URL for live route reload")
+    p.add_argument("--routes-key", default=ROUTES_KEY, help=f"default {ROUTES_KEY}")
+    p.add_argument("--access-log", default="stderr",
+                   help="stderr (default), stdout, a file path, or off (e.g. for benchmarks)")
+    p.add_argument("--drain", type=float, default=None,
+                   help="seconds in-flight requests get on shutdown (default 10)")
+    p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
+    p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by --workers
+    return p
+
+
+def _plan(args: argparse.Namespace) -> GatewayPlan:
+    overrides = {
+        "host": args.host, "port": args.port, "admin_port": args.admin_port,
+        "admin_host": args.admin_host, "workers": args.workers,
+        "registry_url": args.registry, "config_url": args.config_store,
+    }
+    if args.topology is not None:
+        return plan_from_topology(args.topology, **overrides)
+    return plan_from_file(args.config, **overrides)
+
+
+def _without_workers(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers="):
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qanat.gateway", description=__doc__)
-    parser.add_argument("--config", required=True, help="YAML file with a 'routes:' list")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--drain", type=float, default=None,
-                        help="seconds in-flight requests get on shutdown (default 10)")
-    parser.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
     try:
-        routes, raw_limits = load_gateway_file(args.config)
-        limits = _limits(raw_limits, args.drain, args.config)
+        plan = _plan(args)
+        if plan.workers < 1:
+            raise ConfigError(f"must be at least 1, got {plan.workers}", source="--workers")
+        limits = _limits(plan.limits, args.drain, plan.source)
+        if plan.workers > 1 and args.worker_index is None:
+            print(f"qanat gateway: http://{plan.host}:{plan.port} | {plan.workers} workers"
+                  + (f" | admin ports {plan.admin_port}..{plan.admin_port + plan.workers - 1}"
+                     if plan.admin_port is not None else ""), file=sys.stderr, flush=True)
+            return run_workers(plan.workers, [*_without_workers(argv), "--workers", "1"],
+                               drain=limits.shutdown_timeout)
+        access_log = None if args.access_log == "off" else AccessLog.open(args.access_log)
     except ConfigError as exc:
         print(f"qanat.gateway: {exc}", file=sys.stderr)
-        return 2
-
-    async def run() -> None:
-        gateway = Gateway(routes, limits=limits)
-        await gateway.serve(args.host, args.port)
-
+        return CONFIG_ERROR
+    _logging(args.worker_index)
     if not args.no_uvloop:
         try:
             import uvloop
@@ -70,12 +125,34 @@ def main(argv: list[str] | None = None) -> int:
             uvloop.install()
         except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
             pass
+
+    def banner(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
     try:
-        asyncio.run(run())
-    except OSError as exc:
-        print(f"qanat.gateway: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        asyncio.run(serve_plan(plan, limits, access_log=access_log, worker=args.worker_index,
+                               routes_key=args.routes_key,
+                               banner=banner if args.worker_index is None else None))
+    except ConfigError as exc:
+        print(f"qanat.gateway: {exc}", file=sys.stderr)
+        return CONFIG_ERROR
+    except BackendError as exc:
+        print(f"qanat.gateway: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"qanat.gateway: cannot listen on {plan.host}:{plan.port}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if access_log is not None:
+            access_log.close()
     return 0
+
+
+def _logging(worker: int | None) -> None:
+    from qanat.observability.logging import configure_logging
+
+    suffix = f"-{worker}" if worker is not None else ""
+    configure_logging("gateway", f"gateway{suffix}-{os.getpid()}")
 
 
 if __name__ == "__main__":

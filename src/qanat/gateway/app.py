@@ -12,21 +12,40 @@ Per request: split the target, normalise the path (``normalize.py``), match
 set and everything compiled from it live in one tuple that ``update_routes``
 replaces in a single assignment, so a request sees the old set or the new
 one, never a mix.
+
+Platform hooks (used by ``python -m qanat.gateway``): ``/__qanat/ready`` and
+``/__qanat/health`` are answered on the public port before routing (the
+``/__qanat/`` prefix is reserved); ``add_readiness_check`` adds reasons not to
+be ready; with ``observers`` every finished request becomes an ``Outcome``
+(``metrics.py``) handed to each observer once its last byte is written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from qanat.gateway.config import RouteConfig, parse_routes
-from qanat.gateway.filters import Exchange, Reply, build_filter, chain
+from qanat.gateway import admin
+from qanat.gateway.config import RouteConfig, ServiceUpstream, parse_routes
+from qanat.gateway.filters import Exchange, Handler, Reply, build_filter, chain
 from qanat.gateway.hardening import Limits, RequestRejected, split_target
 from qanat.gateway.headers import request_id_for
+from qanat.gateway.metrics import (
+    INTERNAL,
+    NOTE,
+    UNMATCHED,
+    Counted,
+    Note,
+    Observer,
+    Outcome,
+    RecordingUpstream,
+    classify,
+)
 from qanat.gateway.normalize import normalize_path
 from qanat.gateway.problem import problem
 from qanat.gateway.proxy import Proxy, RouteRuntime
@@ -37,13 +56,17 @@ from qanat.gateway.upstream import Resolver, Upstream
 from qanat.http import HttpPool
 
 RouteInput = RouteConfig | Mapping[str, Any]
+ReadinessCheck = Callable[[], list[str]]
+_INTERNAL_PREFIX = b"/__qanat/"
 
 
 class Gateway:
     """An API gateway serving ``routes``; see the module docstring for the life cycle.
 
     ``pool`` defaults to a new ``HttpPool`` that the gateway owns and closes;
-    ``resolver`` resolves ``kind: service`` upstreams (discovery).
+    ``resolver`` resolves ``kind: service`` upstreams (discovery). With
+    ``observers`` (a list, which may be appended to later) each request's
+    ``Outcome`` is reported; without, the request path does no bookkeeping.
     """
 
     def __init__(
@@ -55,14 +78,22 @@ class Gateway:
         pool: HttpPool | None = None,
         scheme: str = "http",
         clock: Callable[[], float] = time.monotonic,
+        observers: list[Observer] | None = None,
     ) -> None:
         self._own_pool = pool is None
         self.pool = pool if pool is not None else HttpPool()
         self._resolver = resolver
-        self._proxy = Proxy(self.pool, clock)
-        self._state: tuple[RouteTable, tuple[RouteRuntime, ...]] = self._compile(routes)
-        self.server = HttpServer(self.handle, limits, scheme=scheme.encode(), clock=clock)
+        self._clock = clock
+        self.observers = observers
+        proxy = Proxy(self.pool, clock)
+        self._proxy: Handler = proxy if observers is None else classify(proxy)
+        self._state: tuple[RouteTable, tuple[RouteRuntime, ...], tuple[str, ...]] = (
+            self._compile(routes))
+        app = self.handle if observers is None else self._observed
+        self.server = HttpServer(app, limits, scheme=scheme.encode(), clock=clock)
         self._stop: asyncio.Event | None = None
+        self._checks: list[ReadinessCheck] = []
+        self.in_flight = 0
 
     # -- routes -----------------------------------------------------------------
 
@@ -75,15 +106,28 @@ class Gateway:
         """Swap in a new route set atomically; on ConfigError the old set keeps serving."""
         self._state = self._compile(routes)
 
+    def upstreams(self) -> dict[str, Upstream]:
+        """The active routes' upstream objects by route name (for the admin endpoint)."""
+        return {rt.route.name: rt.upstream for rt in self._state[1]}
+
+    def services(self) -> list[str]:
+        """The services the active routes send to (``kind: service``), sorted."""
+        return sorted({r.upstream.service for r in self.routes
+                       if isinstance(r.upstream, ServiceUpstream)})
+
     def _compile(
         self, routes: Sequence[RouteInput]
-    ) -> tuple[RouteTable, tuple[RouteRuntime, ...]]:
+    ) -> tuple[RouteTable, tuple[RouteRuntime, ...], tuple[str, ...]]:
         table = compile_routes(parse_routes(routes))
         runtimes = []
+        labels = []
+        kind = Upstream if self.observers is None else RecordingUpstream
         for route in table.routes:
             cfg = route.config
             where = f"route {cfg.name!r} (routes[{route.index}])"
-            upstream = Upstream(cfg.upstream, self._resolver, where)
+            upstream = kind(cfg.upstream, self._resolver, where)
+            spec = cfg.upstream
+            labels.append(spec.service if isinstance(spec, ServiceUpstream) else "static")
             filters = [
                 build_filter(f.name, f.config, cfg.name, f"{where}.filters[{i}]")
                 for i, f in enumerate(cfg.filters)
@@ -91,18 +135,36 @@ class Gateway:
             handler = chain(filters, self._proxy) if filters else self._proxy
             timeout = min(cfg.timeout, cfg.per_try_timeout or cfg.timeout)
             runtimes.append(RouteRuntime(route, upstream, timeout, handler))
-        return table, tuple(runtimes)
+        return table, tuple(runtimes), tuple(labels)
+
+    # -- readiness --------------------------------------------------------------
+
+    def add_readiness_check(self, check: ReadinessCheck) -> None:
+        """Add ``check() -> reasons``; ``/__qanat/ready`` is 200 only when all are empty."""
+        self._checks.append(check)
+
+    def not_ready(self) -> list[str]:
+        """Why the gateway should not get traffic now (empty: ready)."""
+        reasons = ["shutting down"] if self.server.draining else []
+        for check in self._checks:
+            reasons.extend(check())
+        return reasons
 
     # -- per request ------------------------------------------------------------
 
-    async def handle(self, req: Request) -> Reply:
+    def handle(self, req: Request) -> Awaitable[Reply]:
         """Route one request and run its filter chain around the proxy."""
-        table, runtimes = self._state
+        return self._route(req, None)
+
+    async def _route(self, req: Request, note: Note | None) -> Reply:
+        table, runtimes, labels = self._state
         try:
             authority, path, query = split_target(req.target)
             path = normalize_path(path)
         except RequestRejected as exc:
             return problem(exc.status, exc.detail, request_id_for(req.headers), close=True)
+        if path.startswith(_INTERNAL_PREFIX):
+            return admin.internal_reply(self, req.method, path, request_id_for(req.headers))
         if authority is None:
             authority = req.head.host
         found = table.match(route_host(authority), path, req.method, req.headers)
@@ -125,13 +187,79 @@ class Gateway:
             scheme=req.scheme, request_id=request_id, connection=req.head.connection,
             body=payload, route=rt, params=params,
         )
+        if note is not None:
+            note.ex, note.upstream = ex, labels[route.index]
         return await rt.handler(ex)
+
+    async def _observed(self, req: Request) -> Reply:
+        """``handle`` plus an ``Outcome`` for the observers once the reply is written."""
+        started, wall = self._clock(), time.time()
+        note = Note()
+        NOTE.set(note)
+        self.in_flight += 1
+        try:
+            reply = await self._route(req, note)
+        except BaseException as exc:
+            self.in_flight -= 1
+            if isinstance(exc, Exception):  # the server answers 500 for it
+                self._report(req, note, 500, -1, started, wall)
+            raise
+        counted = None
+        if reply.stream is not None:
+            reply.stream = counted = Counted(reply.stream)
+        inner = reply.release
+
+        async def release() -> None:
+            try:
+                if inner is not None:
+                    await inner()
+            finally:
+                self.in_flight -= 1
+                size = len(reply.body) if reply.body is not None else 0
+                self._report(req, note, reply.status,
+                             counted.n if counted is not None else size, started, wall)
+
+        reply.release = release
+        return reply
+
+    def _report(
+        self, req: Request, note: Note, status: int, size: int, started: float, wall: float
+    ) -> None:
+        ex, target = note.ex, note.target
+        if ex is not None:
+            route, path, rid = ex.route.route.name, ex.path, ex.request_id
+        else:
+            path = req.target.split(b"?", 1)[0]
+            route = INTERNAL if path.startswith(_INTERNAL_PREFIX) else UNMATCHED
+            rid = b""
+        outcome = Outcome(
+            wall, self._clock() - started, rid.decode("latin-1"), req.peer.decode("latin-1"),
+            req.method.decode("latin-1"), path.decode("latin-1"), route,
+            note.upstream or "none", f"{target.host}:{target.port}" if target else "",
+            status, size, note.error,
+        )
+        for observer in self.observers or ():
+            observer(outcome)
 
     # -- life cycle -------------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 8080) -> None:
-        """Bind and start serving; returns once listening (see ``port``)."""
-        await self.server.start(host, port)
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 8080, *, reuse_port: bool = False
+    ) -> None:
+        """Bind and start serving; returns once listening (see ``port``).
+
+        ``reuse_port`` sets SO_REUSEPORT so several worker processes can bind
+        the same port and the kernel spreads connections over them.
+        """
+        if not reuse_port:
+            await self.server.start(host, port)
+        elif "reuse_port" in inspect.signature(self.server.start).parameters:
+            start: Any = self.server.start
+            await start(host, port, reuse_port=True)
+        else:
+            from qanat.gateway.workers import start_reuse_port  # stand-in, see there
+
+            await start_reuse_port(self.server, host, port)
 
     @property
     def port(self) -> int:
@@ -151,11 +279,17 @@ class Gateway:
         if self._stop is not None:
             self._stop.set()
 
-    async def serve(self, host: str = "127.0.0.1", port: int = 8080) -> None:
+    async def serve(
+        self, host: str = "127.0.0.1", port: int = 8080, *, reuse_port: bool = False
+    ) -> None:
         """Serve until SIGTERM/SIGINT (or ``stop()``), then shut down gracefully."""
+        await self.start(host, port, reuse_port=reuse_port)
+        await self.wait_stopped()
+
+    async def wait_stopped(self) -> None:
+        """After ``start``: wait for SIGTERM/SIGINT (or ``stop()``), then ``aclose``."""
         self._stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        await self.start(host, port)
         for sig in (signal.SIGTERM, signal.SIGINT):
             # not available off the main thread or on Windows: stop() still works
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -169,4 +303,4 @@ class Gateway:
             await self.aclose()
 
 
-__all__ = ["Gateway"]
+__all__ = ["Gateway", "ReadinessCheck"]

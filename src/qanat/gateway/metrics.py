@@ -1,0 +1,285 @@
+"""Per-request outcomes and the gateway's Prometheus metrics.
+
+The gateway hands every finished request to its observers as an ``Outcome``
+(route, upstream, instance, status, bytes, duration ...): ``GatewayMetrics``
+counts it, ``AccessLog`` writes it. Counting is a few dictionary updates on
+plain ints — no ``prometheus_client`` label lookup, no lock — and the
+families are built when Prometheus scrapes, as the client guide recommends
+for "custom collectors" (and as ``qanat.observability.metrics`` does for
+state gauges).
+
+Families (Prometheus naming: ``_total`` counters, seconds, bounded labels —
+route *names*, never paths; ``upstream`` is the service name or ``static``):
+
+- ``qanat_gateway_requests_total{route,upstream,status}``
+- ``qanat_gateway_request_duration_seconds{route,upstream}`` (histogram, until
+  the last byte of the response is written)
+- ``qanat_gateway_upstream_errors_total{route,upstream,kind}``; ``kind`` is
+  ``no_endpoint``, ``overloaded``, ``bad_gateway`` (connect failure, reset,
+  malformed answer) or ``timeout``
+- ``qanat_gateway_requests_in_flight``, ``qanat_gateway_connections``
+- ``qanat_gateway_rejected_total{status}`` and
+  ``qanat_gateway_refused_connections_total`` (from ``Gateway.stats()``)
+- whatever ``add_gauges`` adds (discovery endpoints, route revision ...).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from qanat.gateway.filters import Exchange, Handler, Reply
+from qanat.gateway.server import ServerStats
+from qanat.gateway.upstream import Target, Upstream
+from qanat.observability.metrics import LATENCY_BUCKETS
+
+UNMATCHED = "<unmatched>"  # no route (404) or a request refused before routing
+INTERNAL = "<internal>"  # /__qanat/ready and /__qanat/health
+
+Samples = Callable[[], Iterable[tuple[list[str], float]]]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One finished request, as the observers see it.
+
+    ``started`` is wall-clock seconds (for the log's timestamp); ``duration``
+    runs from routing until the last byte was written. ``instance`` is the
+    upstream ``host:port`` that answered (empty when none was picked);
+    ``bytes`` is the response body size (-1 when unknown: a stream cut short).
+    """
+
+    started: float
+    duration: float
+    request_id: str
+    client: str
+    method: str
+    path: str
+    route: str
+    upstream: str
+    instance: str
+    status: int
+    bytes: int
+    error: str | None  # upstream error kind, see the module docstring
+
+
+Observer = Callable[[Outcome], None]
+
+
+class _Histogram:
+    __slots__ = ("counts", "sum")
+
+    def __init__(self, size: int) -> None:
+        self.counts = [0] * size  # per bucket (not cumulative), the last is +Inf
+        self.sum = 0.0
+
+
+class GatewayMetrics:
+    """Counts outcomes; ``exposition()`` renders them (and the live gauges) for /metrics.
+
+    ``stats`` reads the server's counters; ``in_flight`` the requests being
+    handled now (both called at scrape time only).
+    """
+
+    def __init__(
+        self,
+        stats: Callable[[], ServerStats],
+        in_flight: Callable[[], int],
+        buckets: tuple[float, ...] = LATENCY_BUCKETS,
+    ) -> None:
+        self._stats = stats
+        self._in_flight = in_flight
+        self._buckets = buckets
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.errors: dict[tuple[str, str, str], int] = {}
+        self.latency: dict[tuple[str, str], _Histogram] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Families(self))
+        self._extra: list[tuple[str, str, list[str], Samples]] = []
+
+    def __call__(self, o: Outcome) -> None:
+        """Count one outcome (the hot path: three dictionary updates)."""
+        key = (o.route, o.upstream, o.status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        hkey = (o.route, o.upstream)
+        hist = self.latency.get(hkey)
+        if hist is None:
+            hist = self.latency[hkey] = _Histogram(len(self._buckets) + 1)
+        hist.counts[bisect.bisect_left(self._buckets, o.duration)] += 1
+        hist.sum += o.duration
+        if o.error is not None:
+            ekey = (o.route, o.upstream, o.error)
+            self.errors[ekey] = self.errors.get(ekey, 0) + 1
+
+    def add_gauges(self, name: str, doc: str, labels: list[str], read: Samples) -> None:
+        """Expose a gauge family read on every scrape."""
+        self._extra.append((name, doc, labels, read))
+
+    def exposition(self) -> bytes:
+        """Everything in the Prometheus text format (what ``GET /metrics`` answers)."""
+        return generate_latest(self.registry)
+
+    def families(self) -> Iterable[Metric]:
+        yield from self._request_families()
+        stats = self._stats()
+        yield _gauge("qanat_gateway_requests_in_flight",
+                     "Requests being handled now.", [], [([], self._in_flight())])
+        yield _gauge("qanat_gateway_connections", "Open client connections.", [],
+                     [([], stats.connections)])
+        rejected = CounterMetricFamily(
+            "qanat_gateway_rejected", "Error answers the gateway wrote, by status.",
+            labels=["status"])
+        for status, n in sorted(stats.rejected.items()):
+            rejected.add_metric([str(status)], n)
+        yield rejected
+        yield CounterMetricFamily(
+            "qanat_gateway_refused_connections",
+            "Connections refused at the connection cap.", value=stats.refused_connections)
+        for name, doc, labels, read in self._extra:
+            yield _gauge(name, doc, labels, read())
+
+    def _request_families(self) -> Iterable[Metric]:
+        requests = CounterMetricFamily(
+            "qanat_gateway_requests", "Requests answered, by route, upstream and status.",
+            labels=["route", "upstream", "status"])
+        for (route, upstream, status), n in sorted(self.requests.items()):
+            requests.add_metric([route, upstream, str(status)], n)
+        yield requests
+        errors = CounterMetricFamily(
+            "qanat_gateway_upstream_errors",
+            "Requests that failed at the upstream, by kind.",
+            labels=["route", "upstream", "kind"])
+        for (route, upstream, kind), n in sorted(self.errors.items()):
+            errors.add_metric([route, upstream, kind], n)
+        yield errors
+        latency = HistogramMetricFamily(
+            "qanat_gateway_request_duration_seconds",
+            "Time from routing to the last byte of the response.",
+            labels=["route", "upstream"])
+        bounds = [*(repr(float(b)) for b in self._buckets), "+Inf"]
+        for (route, upstream), hist in sorted(self.latency.items()):
+            cumulative, total = [], 0
+            for bound, n in zip(bounds, hist.counts, strict=True):
+                total += n
+                cumulative.append((bound, total))
+            latency.add_metric([route, upstream], cumulative, hist.sum)
+        yield latency
+
+
+def _gauge(
+    name: str, doc: str, labels: list[str], samples: Iterable[tuple[list[str], float]]
+) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=labels)
+    for values, value in samples:
+        family.add_metric(values, value)
+    return family
+
+
+class _Families(Collector):
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        return self._metrics.families()
+
+
+def error_kind(status: int, body: bytes) -> str | None:
+    """The upstream error kind of a reply the proxy made itself (see the module docstring)."""
+    if status == 504:
+        return "timeout"
+    if status == 502:
+        return "bad_gateway"
+    if status == 503:
+        return "overloaded" if b"upstream-overloaded" in body else "no_endpoint"
+    return None
+
+
+# -- what a request learns on its way (used by app.Gateway when observed) ---------
+
+class Note:
+    """What an observed request learns on its way: its route, upstream and failure."""
+
+    __slots__ = ("error", "ex", "target", "upstream")
+
+    def __init__(self) -> None:
+        self.ex: Exchange | None = None
+        self.upstream = ""
+        self.target: Target | None = None
+        self.error: str | None = None
+
+
+# Per connection task: requests on a connection run one after another, and a
+# filter's own tasks copy the context, so they write to the same note.
+NOTE: ContextVar[Note | None] = ContextVar("qanat_gateway_note", default=None)
+
+
+class RecordingUpstream(Upstream):
+    """An ``Upstream`` that tells the current request's note which target it picked."""
+
+    __slots__ = ()
+
+    def pick(self, *args: Any, **kwargs: Any) -> Target | None:
+        target = super().pick(*args, **kwargs)
+        note = NOTE.get()
+        if note is not None and target is not None:
+            note.target = target
+        return target
+
+
+def classify(proxy: Handler) -> Handler:
+    """Wrap the proxy so an error reply it makes itself (502/503/504) is noted by kind."""
+
+    async def classified(ex: Exchange) -> Reply:
+        reply = await proxy(ex)
+        if reply.body is not None and reply.status >= 502:
+            note = NOTE.get()
+            if note is not None:
+                note.error = error_kind(reply.status, reply.body)
+        return reply
+
+    return classified
+
+
+class Counted:
+    """A response stream that counts the bytes it yields (for the access log)."""
+
+    __slots__ = ("_it", "n")
+
+    def __init__(self, stream: AsyncIterator[bytes]) -> None:
+        self._it = stream
+        self.n = 0
+
+    def __aiter__(self) -> Counted:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._it.__anext__()
+        self.n += len(chunk)
+        return chunk
+
+
+__all__ = [
+    "INTERNAL",
+    "NOTE",
+    "UNMATCHED",
+    "Counted",
+    "GatewayMetrics",
+    "Note",
+    "Observer",
+    "Outcome",
+    "RecordingUpstream",
+    "classify",
+    "error_kind",
+]
