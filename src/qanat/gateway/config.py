@@ -4,8 +4,11 @@ A route = ``name`` + ``match`` (host, one of path|prefix|pattern, methods,
 headers) + ``upstream`` (``kind: static`` with weighted URLs, or
 ``kind: service`` resolved through discovery) + optional ``rewrite``,
 ``headers`` (request/response add, set, remove), ``timeout`` /
-``per_try_timeout`` and ``filters`` (named filter configs, see
-``qanat.gateway.filters``). ``docs/gateway.md`` has a YAML example.
+``per_try_timeout``, ``retry``, ``max_concurrent`` and ``filters`` (named
+filter configs, see ``qanat.gateway.filters``). An upstream may add a
+per-instance ``breaker``, ``outlier_detection`` and canary ``subsets`` with a
+weighted ``split`` and header/cookie ``subset_rules``. ``docs/gateway.md`` and
+``docs/gateway-traffic.md`` have YAML examples.
 
 Everything is checked on load; a ``ConfigError`` names the route, the field
 and, for files, the line.
@@ -24,6 +27,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from qanat import _yaml
 from qanat.core.duration import parse_duration
 from qanat.errors import ConfigError
+from qanat.gateway.filters_traffic import Subset, SubsetRule
+from qanat.gateway.resilience import BreakerConfig, OutlierConfig, RetryConfig
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -119,10 +124,13 @@ class Match(_Strict):
 
 
 class Target(_Strict):
-    """A static upstream endpoint: ``http://host:port`` and a weight."""
+    """A static upstream endpoint: ``http://host:port``, a weight, and a version and tags
+    for subsets (as ``qanat.ports.Instance`` carries them)."""
 
     url: str
     weight: int = Field(default=1, ge=1, le=1000)
+    version: str = ""
+    tags: list[str] = Field(default_factory=list)
 
     @field_validator("url")
     @classmethod
@@ -143,16 +151,36 @@ class Target(_Strict):
         return urlsplit(self.url).port or 80
 
 
-class StaticUpstream(_Strict):
+class _UpstreamBase(_Strict):
+    balancer: str = "round_robin"
+    breaker: BreakerConfig | None = None  # one circuit breaker per instance
+    outlier_detection: OutlierConfig | None = None
+    subsets: dict[str, Subset] = Field(default_factory=dict)
+    split: dict[str, int] = Field(default_factory=dict)  # subset -> weight, exact per cycle
+    subset_rules: list[SubsetRule] = Field(default_factory=list)  # checked before split
+    subset_fallback: bool = True  # an empty subset borrows every instance (else 503)
+
+    @model_validator(mode="after")
+    def _subsets(self) -> _UpstreamBase:
+        named = [*self.split, *(r.subset for r in self.subset_rules)]
+        unknown = sorted({n for n in named if n not in self.subsets})
+        if unknown:
+            raise ValueError(f"unknown subset(s) {unknown}; define them under 'subsets'")
+        if any(not 0 <= w <= 1000 for w in self.split.values()):
+            raise ValueError("split weights must be between 0 and 1000")
+        if self.split and not sum(self.split.values()):
+            raise ValueError("split weights must not all be 0")
+        return self
+
+
+class StaticUpstream(_UpstreamBase):
     kind: Literal["static"]
     targets: list[Target] = Field(min_length=1)
-    balancer: str = "round_robin"
 
 
-class ServiceUpstream(_Strict):
+class ServiceUpstream(_UpstreamBase):
     kind: Literal["service"]
     service: str = Field(min_length=1)
-    balancer: str = "round_robin"
 
 
 Upstream = Annotated[StaticUpstream | ServiceUpstream, Field(discriminator="kind")]
@@ -208,7 +236,10 @@ class FilterSpec(_Strict):
 
 class RouteConfig(_Strict):
     """One gateway route. ``timeout`` covers the whole exchange until the response
-    head (all tries); ``per_try_timeout`` bounds one try (defaults to ``timeout``)."""
+    head (all tries and backoff); ``per_try_timeout`` bounds one try (defaults to
+    ``timeout``); ``retry`` (none: never retried) and ``max_concurrent``
+    (requests in flight on the route, beyond which it answers 503; none: no limit)
+    are in ``docs/gateway-traffic.md``."""
 
     name: str = Field(min_length=1, max_length=128)
     match: Match = Match()
@@ -217,6 +248,8 @@ class RouteConfig(_Strict):
     headers: Headers = Headers()
     timeout: Duration = 15.0
     per_try_timeout: Duration | None = None
+    retry: RetryConfig | None = None
+    max_concurrent: int | None = Field(default=None, ge=1)
     filters: list[FilterSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -286,6 +319,8 @@ __all__ = [
     "RouteConfig",
     "ServiceUpstream",
     "StaticUpstream",
+    "Subset",
+    "SubsetRule",
     "Target",
     "load_gateway_file",
     "parse_routes",

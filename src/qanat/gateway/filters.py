@@ -11,16 +11,42 @@ A route names its filters in config (``filters: [{name: rate_limit, config:
 {...}}]``); ``register_filter(name, factory)`` makes a name known. A factory
 receives the filter's ``config`` mapping and the route's name, and returns the
 filter or raises ``ConfigError``: a bad filter config rejects the route set.
+The built-in filters (``jwt``/``jwt_auth``, ``key_auth``, ``rate_limit``,
+``fault``) register themselves the first time a name is looked up.
+
+Identity headers (``x-qanat-identity-*``, ``x-consumer-*``,
+``x-credential-*``) are removed from every ``Exchange`` as it is built, so no
+filter, no route and no upstream ever sees one a client sent; only an
+authentication filter adds them back, with what it verified
+(``docs/security.md``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+import importlib
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from qanat.errors import ConfigError
+from qanat.security.identity import IDENTITY_HEADER_PREFIXES
 
 HeaderList = list[tuple[bytes, bytes]]
+_BUILTINS: tuple[str, ...] = ("filters_auth", "filters_ratelimit", "filters_traffic")
+
+
+def without_identity(headers: HeaderList) -> HeaderList:
+    """``headers`` minus every identity header (the same list when there is none).
+
+    Only names starting with ``x``/``X`` can match, so the common request costs
+    one slice comparison per header and no copy.
+    """
+    for name, _ in headers:
+        if name[:1] in b"xX" and name.lower().startswith(IDENTITY_HEADER_PREFIXES):
+            return [
+                (k, v) for k, v in headers
+                if not k.lower().startswith(IDENTITY_HEADER_PREFIXES)
+            ]
+    return headers
 
 
 class Exchange:
@@ -28,8 +54,10 @@ class Exchange:
 
     ``path`` is the normalised path the route matched (and, unless the route
     rewrites it, the one forwarded); ``headers`` have lower-case names and are
-    the client's, before the gateway's forwarding edits; ``state`` is a dict
-    for filters to share data within the request.
+    the client's, before the gateway's forwarding edits, minus any identity
+    header (stripped here, on every request, before any filter runs);
+    ``state`` is a dict for filters to share data within the request (None
+    until a filter sets it; ``identity`` holds an authenticated caller).
     """
 
     __slots__ = (
@@ -57,7 +85,7 @@ class Exchange:
         self.method = method
         self.path = path
         self.query = query
-        self.headers = headers
+        self.headers = without_identity(headers)
         self.host = host  # lower-case, no port: what routing used
         self.authority = authority  # the Host value as sent
         self.peer = peer
@@ -107,7 +135,7 @@ Handler = Callable[[Exchange], Awaitable[Reply]]
 class Filter(Protocol):
     """``async def __call__(exchange, call_next) -> Reply``: the filter signature."""
 
-    def __call__(self, exchange: Exchange, call_next: Handler) -> Awaitable[Reply]: ...
+    def __call__(self, exchange: Exchange, call_next: Handler, /) -> Awaitable[Reply]: ...
 
 
 FilterFactory = Callable[[Mapping[str, Any], str], Filter]
@@ -124,16 +152,38 @@ def unregister_filter(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
+def _load_builtins() -> None:
+    """Import the built-in filter modules once; each registers its names.
+
+    A name the application registered first keeps its factory: built-ins never
+    replace a user's filter.
+    """
+    global _BUILTINS
+    modules, _BUILTINS = _BUILTINS, ()
+    mine = dict(_REGISTRY)
+    for module in modules:
+        importlib.import_module(f"qanat.gateway.{module}")
+    _REGISTRY.update(mine)
+
+
+def registered() -> Sequence[str]:
+    """The filter names usable in route configs, sorted (built-ins included)."""
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
 def build_filter(name: str, config: Mapping[str, Any], route: str, where: str) -> Filter:
     """Instantiate a named filter; unknown names and bad configs raise ConfigError."""
+    if _BUILTINS:
+        _load_builtins()
     factory = _REGISTRY.get(name)
     if factory is None:
         known = ", ".join(sorted(_REGISTRY)) or "none registered"
         raise ConfigError(f"unknown filter {name!r} (known: {known})", source=where)
     try:
         return factory(config, route)
-    except ConfigError as exc:
-        raise ConfigError(exc.reason, source=f"{where}.config") from None
+    except ConfigError as exc:  # keep the inner field path: "jwt.keys[0]: ..."
+        raise ConfigError(str(exc), source=f"{where}.config") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc), source=f"{where}.config") from None
 
@@ -162,5 +212,7 @@ __all__ = [
     "build_filter",
     "chain",
     "register_filter",
+    "registered",
     "unregister_filter",
+    "without_identity",
 ]

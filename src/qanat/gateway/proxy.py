@@ -1,90 +1,236 @@
-"""The innermost handler: forward an exchange to its route's upstream.
+"""The innermost handler: forward an exchange to its route's upstream, with retries.
 
-Errors map to problem details (RFC 9457): no endpoint or a full upstream
-queue -> 503; connect failure, reset or malformed response -> 502; the
-timeout elapsed -> 504. The response body streams back chunk by chunk (the
-upstream client pauses its socket while we wait on a slow client), and the
-request body streams up the same way (``RequestBody``).
+Per request (Envoy's router, in this order): the route's concurrency limit
+(``max_concurrent``; full -> 503 at once); then up to ``1 + num_retries``
+tries, each to a target ``Upstream.choose`` picks (breakers, outlier
+ejection, canary subset, untried instances first), bounded by the per-try
+timeout and by what is left of the route ``timeout``, which covers every try
+and the backoff between them. A failed try is retried only when
+``resilience.retry_allowed`` says it is safe and named in ``retry_on``, the
+retry budget has room, and the backoff (full jitter from 25 ms) ends before
+the route deadline. Retries happen before the response head is passed on;
+once the client has a status line, nothing is retried.
+
+A request body that streams from the client can be sent again only if it was
+buffered: with a retry policy, a body of at most ``retry.max_buffered_body``
+bytes (64 KiB) is read whole before the first try; a larger one streams, and
+is retried only when the upstream never saw a byte of it (connect failure).
+
+Errors map to problem details (RFC 9457): no endpoint, every breaker open,
+the route full, or a full upstream queue -> 503; connect failure, reset or a
+malformed response -> 502; the timeout elapsed -> 504. When retries run out
+on a response, that response (say a 503) is what the client gets, as Envoy does.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
+import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 
+from qanat.core.retry import BudgetStats, RetryBudget, RetryPolicy
 from qanat.gateway.body import RequestBody
-from qanat.gateway.filters import Exchange, Handler, Reply
+from qanat.gateway.filters import Exchange, Handler, HeaderList, Reply
 from qanat.gateway.hardening import RequestRejected
 from qanat.gateway.headers import forward_request_headers, forward_response_headers
 from qanat.gateway.problem import problem
+from qanat.gateway.resilience import InstanceState, call_error, retry_allowed
 from qanat.gateway.routing import Route
-from qanat.gateway.upstream import Upstream
-from qanat.http import HttpPool, PoolOverloaded, UpstreamError, UpstreamTimeout
+from qanat.gateway.upstream import Refusal, Upstream
+from qanat.http import HttpPool, PoolOverloaded, UpstreamError, UpstreamResponse, UpstreamTimeout
 
 _NO_BODY_STATUS = frozenset((204, 304))
 
 
+@dataclass(frozen=True, slots=True)
+class RouteState:
+    """One route's traffic state, read-only, for the admin endpoint and metrics."""
+
+    route: str
+    in_flight: int  # counted only with max_concurrent
+    max_concurrent: int | None
+    overflow: int  # requests answered 503 because the route was full
+    retry_budget: BudgetStats | None  # None without a retry policy
+    instances: tuple[InstanceState, ...]
+
+
 @dataclass(eq=False, slots=True)
 class RouteRuntime:
-    """What the gateway holds per compiled route: the route, its upstream, its handler."""
+    """What the gateway holds per compiled route: the route, its upstream, its handler,
+    and the traffic state built from ``route.config`` (retry policy and budget,
+    concurrency count)."""
 
     route: Route
     upstream: Upstream
-    timeout: float  # until the response head, for this (single) try
+    timeout: float  # one try, until the response head (min of per_try_timeout, timeout)
     handler: Handler
+    total_timeout: float = field(init=False)
+    retry: RetryPolicy | None = field(init=False)
+    budget: RetryBudget = field(init=False)
+    max_buffered_body: int = field(init=False)
+    max_concurrent: int | None = field(init=False)
+    in_flight: int = field(init=False, default=0)
+    overflow: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        cfg = self.route.config
+        self.total_timeout = cfg.timeout
+        r = cfg.retry
+        self.retry = r.policy() if r is not None else None
+        self.budget = (RetryBudget(r.budget_percent, r.min_retry_concurrency)
+                       if r is not None else RetryBudget())
+        self.max_buffered_body = r.max_buffered_body if r is not None else 0
+        self.max_concurrent = cfg.max_concurrent
+
+    def state(self, now: float) -> RouteState:
+        """A snapshot of this route's traffic state at ``now``."""
+        return RouteState(self.route.name, self.in_flight, self.max_concurrent, self.overflow,
+                          self.budget.stats() if self.retry is not None else None,
+                          self.upstream.state(now))
+
+
+def snapshot(runtimes: Iterable[RouteRuntime], now: float) -> dict[str, RouteState]:
+    """Every route's ``RouteState`` by route name (what ``Gateway.upstream_state()`` shows)."""
+    return {rt.route.name: rt.state(now) for rt in runtimes}
 
 
 class Proxy:
-    """``await proxy(exchange) -> Reply``: the handler at the centre of every filter chain."""
+    """``await proxy(exchange) -> Reply``: the handler at the centre of every filter chain.
 
-    def __init__(self, pool: HttpPool, clock: Callable[[], float] = time.monotonic) -> None:
+    ``clock`` times tries and breakers; ``rng`` draws the backoff jitter;
+    ``sleep`` waits between tries.
+    """
+
+    def __init__(
+        self,
+        pool: HttpPool,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        rng: Callable[[], float] = random.random,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
         self._pool = pool
         self._clock = clock
+        self._rng = rng
+        self._sleep = sleep
 
     async def __call__(self, ex: Exchange) -> Reply:
         rt: RouteRuntime = ex.route
+        limit = rt.max_concurrent
+        if limit is None:
+            return await self._forward(ex, rt)
+        if rt.in_flight >= limit:
+            rt.overflow += 1
+            return problem(503, f"route {rt.route.name!r} has {limit} requests in flight "
+                           "(max_concurrent)", ex.request_id, slug="route-overloaded")
+        rt.in_flight += 1
+        try:
+            reply = await self._forward(ex, rt)
+        except BaseException:
+            rt.in_flight -= 1
+            raise
+        inner = reply.release
+        if inner is None:
+            rt.in_flight -= 1
+            return reply
+
+        async def release() -> None:  # the request ends when its response body does
+            try:
+                await inner()
+            finally:
+                rt.in_flight -= 1
+
+        reply.release = release
+        return reply
+
+    async def _forward(self, ex: Exchange, rt: RouteRuntime) -> Reply:
         route = rt.route
-        target = rt.upstream.pick()
-        if target is None:
-            return problem(
-                503,
-                f"route {route.name!r} has no available endpoint ({rt.upstream.description})",
-                ex.request_id,
-            )
         headers = forward_request_headers(
-            ex.headers,
-            ex.connection,
-            host=route.host_rewrite or ex.authority,
-            peer=ex.peer,
-            proto=ex.scheme,
-            request_id=ex.request_id,
-            forwarded_host=ex.authority,
+            ex.headers, ex.connection, host=route.host_rewrite or ex.authority, peer=ex.peer,
+            proto=ex.scheme, request_id=ex.request_id, forwarded_host=ex.authority,
             edit=route.request_edit,
         )
-        path = route.rewrite(ex.path)
-        start = self._clock()
+        policy = rt.retry
+        body = ex.body
+        if policy is not None and isinstance(body, RequestBody):
+            try:
+                body = await replayable(body, ex.headers, rt.max_buffered_body)
+            except RequestRejected as exc:
+                return problem(exc.status, exc.detail, ex.request_id, close=True)
+        if policy is None:
+            return await self._tries(ex, rt, headers, body, None)
+        rt.budget.request_started()
         try:
-            resp = await self._pool.request(
-                method=ex.method,
-                host=target.host,
-                port=target.port,
-                target=path + ex.query,
-                headers=headers,
-                body=ex.body,
-                timeout=rt.timeout,
-            )
-        except Exception as exc:
-            rt.upstream.done(target, False, self._clock() - start, self._clock())
-            return self._failure(ex, exc, route.name)
-        rt.upstream.done(target, resp.status < 500, self._clock() - start, self._clock())
-        out = forward_response_headers(resp.headers, ex.request_id, route.response_edit)
-        if ex.method == b"HEAD" or resp.status in _NO_BODY_STATUS or resp.status < 200:
-            await resp.aclose()
-            return Reply(resp.status, out, None, reason=resp.reason)
-        return Reply(
-            resp.status, out, stream=resp.iter_chunks(), release=resp.aclose, reason=resp.reason
-        )
+            return await self._tries(ex, rt, headers, body, policy)
+        finally:
+            rt.budget.request_finished()
+
+    async def _tries(self, ex: Exchange, rt: RouteRuntime, headers: HeaderList,
+                     body: bytes | AsyncIterable[bytes] | None,
+                     policy: RetryPolicy | None) -> Reply:
+        clock, upstream, name = self._clock, rt.upstream, rt.route.name
+        target_path = rt.route.rewrite(ex.path) + ex.query
+        again = not isinstance(body, AsyncIterable)  # the body can be sent again
+        start = clock()
+        deadline = start + rt.total_timeout
+        tried: list[str] = []
+        retrying = False
+        while True:
+            now = clock()
+            choice = upstream.choose(ex.headers, tried, now)
+            if isinstance(choice, Refusal):
+                if retrying:
+                    rt.budget.retry_finished()
+                return _refusal(ex, choice, name)
+            tried.append(choice.target.id)
+            try:
+                resp = await self._pool.request(
+                    method=ex.method, host=choice.target.host, port=choice.target.port,
+                    target=target_path, headers=headers, body=body,
+                    timeout=min(rt.timeout, deadline - now),
+                )
+            except Exception as exc:
+                end = clock()
+                err = exc if isinstance(exc, UpstreamError) else None
+                upstream.settle(choice, call_error(err) if err else None, end - now, end)
+                if retrying:
+                    rt.budget.retry_finished()
+                    retrying = False
+                if err is not None and policy is not None and retry_allowed(
+                        policy, ex.method, again, error=err):
+                    delay = self._backoff(rt, policy, len(tried), start, deadline, end)
+                    if delay is not None:
+                        await self._sleep(delay)
+                        retrying = True
+                        continue
+                return self._failure(ex, exc, name)
+            end = clock()
+            upstream.settle(choice, resp.status, end - now, end)
+            if retrying:
+                rt.budget.retry_finished()
+                retrying = False
+            if policy is not None and resp.status >= 300 and retry_allowed(
+                    policy, ex.method, again, status=resp.status):
+                delay = self._backoff(rt, policy, len(tried), start, deadline, end)
+                if delay is not None:
+                    await resp.aclose()
+                    await self._sleep(delay)
+                    retrying = True
+                    continue
+            return _reply(ex, resp, rt.route)
+
+    def _backoff(self, rt: RouteRuntime, policy: RetryPolicy, attempts: int, start: float,
+                 deadline: float, now: float) -> float | None:
+        """The wait before the next try, or None: attempts spent, no time, no budget."""
+        delay = policy.next_delay(attempts, now - start, rng=self._rng)
+        if delay is None or now + delay >= deadline:
+            return None
+        if not rt.budget.try_retry():
+            return None
+        return delay
 
     def _failure(self, ex: Exchange, exc: Exception, name: str) -> Reply:
         body = ex.body
@@ -104,4 +250,53 @@ class Proxy:
         raise exc
 
 
-__all__ = ["Proxy", "RouteRuntime"]
+def _refusal(ex: Exchange, refusal: Refusal, name: str) -> Reply:
+    extra = None
+    if refusal.reason == "circuit-open":
+        extra = [(b"retry-after", b"%d" % max(1, math.ceil(refusal.retry_after)))]
+    return problem(503, f"route {name!r}: {refusal.detail}", ex.request_id,
+                   slug=refusal.reason, extra_headers=extra)
+
+
+def _reply(ex: Exchange, resp: UpstreamResponse, route: Route) -> Reply:
+    out = forward_response_headers(resp.headers, ex.request_id, route.response_edit)
+    if ex.method == b"HEAD" or resp.status in _NO_BODY_STATUS or resp.status < 200:
+        # closed by the server's release; an empty stream keeps the release path uniform
+        return Reply(resp.status, out, None, release=resp.aclose, reason=resp.reason)
+    return Reply(resp.status, out, stream=resp.iter_chunks(), release=resp.aclose,
+                 reason=resp.reason)
+
+
+def _content_length(headers: HeaderList) -> int | None:
+    for k, v in headers:
+        if k == b"content-length":
+            return int(v)
+    return None
+
+
+async def replayable(body: RequestBody, headers: HeaderList,
+                     limit: int) -> bytes | AsyncIterable[bytes]:
+    """The body as bytes when it is at most ``limit`` bytes (so a retry can resend it),
+    else a stream of it (read up to ``limit`` first when its length is unknown)."""
+    length = _content_length(headers)
+    if length is not None and length > limit:
+        return body  # too big to hold: stream it, retry only before any byte is sent
+    chunks: list[bytes] = []
+    size = 0
+    it = body.__aiter__()
+    async for chunk in it:
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return _chain(chunks, it)
+    return b"".join(chunks)
+
+
+async def _chain(first: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in first:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
+
+
+__all__ = ["Proxy", "RouteRuntime", "RouteState", "replayable", "snapshot"]

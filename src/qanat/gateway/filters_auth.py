@@ -1,0 +1,86 @@
+"""Authentication filters: ``jwt`` (alias ``jwt_auth``) and ``key_auth``.
+
+Both are thin edges over ``qanat.security`` (``docs/security.md``), where every
+decision is made: the token or key is found and checked there (JWT: HS256,
+RS256, ES256 … with inline keys or a JWKS, ``exp``/``nbf`` with leeway,
+issuer and audience; ``alg: none`` and algorithm confusion refused), and a
+failure becomes a 401 (or 400/403) with ``WWW-Authenticate`` and a problem
+body. On success the filter removes the credential from what goes upstream
+(``hide_credentials``, on by default), adds the verified identity headers
+(``x-qanat-identity-*``, ``x-consumer-username``) and leaves the ``Identity``
+in ``exchange.state["identity"]`` for later filters (rate limits per consumer
+or subject).
+
+Client-sent identity headers never get this far: ``Exchange`` drops them on
+every request, authenticated route or not (``filters.without_identity``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from qanat.gateway.filters import Exchange, Handler, HeaderList, Reply, register_filter
+from qanat.security import (
+    ApiKeyAuth,
+    ApiKeySettings,
+    AuthFailure,
+    Identity,
+    JwtAuthenticator,
+    challenge,
+    identity_headers,
+    jwt_settings_from_config,
+)
+
+Authenticate = Callable[[HeaderList, bytes], Awaitable[Identity | AuthFailure]]
+Strip = Callable[[HeaderList, bytes], tuple[list[tuple[bytes, bytes]], bytes]]
+
+
+class AuthFilter:
+    """Runs ``authenticate(headers, query)``; answers the failure or forwards the identity.
+
+    ``query`` is handed over without its leading ``?``; ``strip`` removes
+    the credential for the upstream request.
+    """
+
+    def __init__(self, authenticate: Authenticate, strip: Strip) -> None:
+        self._authenticate = authenticate
+        self._strip = strip
+
+    async def __call__(self, ex: Exchange, call_next: Handler) -> Reply:
+        query = ex.query[1:] if ex.query.startswith(b"?") else ex.query
+        result = await self._authenticate(ex.headers, query)
+        if isinstance(result, AuthFailure):
+            status, headers, body = challenge(result, request_id=ex.request_id)
+            return Reply(status, headers, body)
+        headers, query = self._strip(ex.headers, query)
+        headers.extend(identity_headers(result))
+        ex.headers = headers
+        ex.query = b"?" + query if query else b""
+        if ex.state is None:
+            ex.state = {}
+        ex.state["identity"] = result
+        return await call_next(ex)
+
+
+def jwt_filter(config: Mapping[str, Any], route: str) -> AuthFilter:
+    """The ``jwt`` filter: options as ``jwt_settings_from_config`` documents them."""
+    auth = JwtAuthenticator(jwt_settings_from_config(config, source="jwt"))
+    return AuthFilter(auth.authenticate, auth.strip)
+
+
+def key_auth_filter(config: Mapping[str, Any], route: str) -> AuthFilter:
+    """The ``key_auth`` filter: ``{consumers: [{name, key_sha256}], header, query}``."""
+    auth = ApiKeyAuth(ApiKeySettings.from_config(config, source="key_auth"))
+
+    async def authenticate(headers: HeaderList, query: bytes) -> Identity | AuthFailure:
+        return auth.authenticate(headers, query)
+
+    return AuthFilter(authenticate, auth.strip)
+
+
+register_filter("jwt", jwt_filter)
+register_filter("jwt_auth", jwt_filter)  # the name docs/security.md uses
+register_filter("key_auth", key_auth_filter)
+
+__all__ = ["AuthFilter", "jwt_filter", "key_auth_filter"]

@@ -1,0 +1,201 @@
+"""The ``rate_limit`` filter: per route and per key, in-process or shared through Redis.
+
+::
+
+    filters:
+      - name: rate_limit
+        config: {rate: 10, burst: 20, key: consumer}        # GCRA, 10/s, bursts of 20
+      - name: rate_limit
+        config: {limit: 100, window: 1m, key: remote_addr}   # sliding window (APISIX limit-count)
+      - name: rate_limit
+        config: {rate: 50, burst: 50, key: route, redis: {url: "redis://127.0.0.1:6379/0"}}
+
+Keys (APISIX's ``key``/``key_type``): ``route`` (one limit for all),
+``remote_addr`` (default), ``consumer`` (API-key consumer), ``subject`` (JWT
+``sub``) or ``header:<name>``. A request without the attribute (no consumer
+yet, no header) is limited by its address instead, as APISIX does.
+
+Algorithms (``qanat.core.ratelimit``, pure, the clock passed in): ``gcra``
+(default for ``rate``), ``token_bucket``, and ``sliding_window`` (for
+``limit``/``window``). With ``redis:`` the limit is one GCRA kept in Redis
+and shared by every gateway process (``RedisRateLimiter``); when Redis is
+down or slow it falls back to a local GCRA of the same rate (each process
+then enforces it alone) and probes Redis again every ``probe_interval``.
+
+A refusal is 429 with ``Retry-After`` and the IETF ``RateLimit-Policy`` /
+``RateLimit`` fields plus ``X-RateLimit-*``; admitted responses carry the
+same rate-limit fields (``headers: false`` keeps only ``Retry-After``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from qanat.core.ratelimit import GCRA, Decision, Limiter, SlidingWindow, TokenBucket
+from qanat.core.ratelimit_base import DEFAULT_MAX_KEYS
+from qanat.core.ratelimit_headers import policy_window, rate_limit_headers
+from qanat.errors import ConfigError
+from qanat.gateway.filters import Exchange, Handler, Reply, register_filter
+from qanat.gateway.problem import problem
+from qanat.gateway.resilience import Duration
+
+_KINDS = ("route", "remote_addr", "consumer", "subject")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class RedisConfig(_Model):
+    url: str = Field(pattern=r"^rediss?://")
+    prefix: str = Field(default="qanat:rl", min_length=1)
+    timeout: Duration = 0.05  # per check, before falling back to the local limiter
+    probe_interval: Duration = 1.0
+
+
+class RateLimitConfig(_Model):
+    """``rate`` (+ ``burst``) or ``limit`` per ``window``; see the module docstring."""
+
+    rate: float | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, ge=1)  # default: the rate, rounded up
+    limit: int | None = Field(default=None, ge=1)
+    window: Duration | None = None
+    algorithm: Literal["gcra", "token_bucket", "sliding_window"] | None = None
+    key: str = "remote_addr"
+    redis: RedisConfig | None = None
+    policy: str | None = Field(default=None, pattern=r"^[\x20-\x7e]{1,64}$")
+    headers: bool = True
+    max_keys: int = Field(default=DEFAULT_MAX_KEYS, ge=1)
+
+    @model_validator(mode="after")
+    def _valid(self) -> RateLimitConfig:
+        if (self.rate is None) == (self.limit is None):
+            raise ValueError("give rate (with an optional burst) or limit with window")
+        if self.limit is not None and (self.window is None or self.window <= 0):
+            raise ValueError("limit needs a window > 0, e.g. window: 1m")
+        if self.rate is not None and self.window is not None:
+            raise ValueError("window goes with limit, not rate")
+        sliding = self.limit is not None
+        if self.algorithm is not None and (self.algorithm == "sliding_window") != sliding:
+            raise ValueError("sliding_window takes limit/window; gcra and token_bucket take rate")
+        if self.redis is not None and sliding:
+            raise ValueError("the Redis-shared limit is a GCRA: give rate and burst")
+        k = self.key
+        if k not in _KINDS and not (k.startswith("header:") and len(k) > 7):
+            raise ValueError(f"unknown key {k!r}; use one of {', '.join(_KINDS)}, header:<name>")
+        return self
+
+
+def _key_of(kind: str, header: bytes) -> Callable[[Exchange], tuple[str, bytes] | None]:
+    """The request attribute a limit is kept per: ``(kind, value)`` (None: one for all)."""
+    if kind == "route":
+        return lambda ex: None
+    if kind == "remote_addr":
+        return lambda ex: ("remote_addr", ex.peer)
+
+    def attribute(ex: Exchange) -> tuple[str, bytes] | None:
+        value: bytes | None = None
+        if header:
+            value = next((v for k, v in ex.headers if k == header), None)
+        else:
+            ident = ex.state.get("identity") if ex.state else None
+            raw = getattr(ident, kind, None) if ident is not None else None
+            value = raw.encode() if raw else None
+        return (kind, value) if value else ("remote_addr", ex.peer)  # APISIX's fallback
+
+    return attribute
+
+
+class RateLimitFilter:
+    """Admits or refuses each request by its key; ``clock`` drives the local limiters."""
+
+    def __init__(self, config: RateLimitConfig, route: str, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        c = self.config = config
+        self.route = route
+        self._clock = clock
+        kind = c.key.split(":", 1)[0]
+        self._key = _key_of(kind, c.key[7:].lower().encode() if kind == "header" else b"")
+        self._policy = c.policy or route
+        self._redis: Any = None
+        self.local: Limiter
+        if c.limit is not None and c.window is not None:
+            self.local = SlidingWindow(c.limit, c.window, max_keys=c.max_keys)
+            self._window = max(1, math.ceil(c.window - 1e-9))
+        else:
+            assert c.rate is not None
+            burst = c.burst or max(1, math.ceil(c.rate))
+            algo = TokenBucket if c.algorithm == "token_bucket" else GCRA
+            self.local = algo(c.rate, burst, max_keys=c.max_keys)
+            self._rate_burst = (c.rate, burst)
+            self._window = policy_window(c.rate, burst)[1]
+
+    async def decide(self, key: tuple[str, bytes] | None) -> Decision:
+        """The limiter's decision for one permit of ``key``."""
+        if self.config.redis is None:
+            return self.local.allow(key, self._clock())
+        if self._redis is None:
+            self._redis = self._open_redis()
+        name = self.route
+        if key is not None:
+            value = key[1] if len(key[1]) <= 64 else b"sha256:" + hashlib.sha256(key[1]).digest()
+            name = f"{self.route}:{key[0]}:{value.decode('latin-1')}"
+        d: Decision = await self._redis.allow(name)
+        return d
+
+    def _open_redis(self) -> Any:
+        # Imported here: Redis is an optional dependency (qanat[redis]). The client is
+        # made on first use, inside the event loop that serves the route.
+        from qanat.backends.redis_ratelimit import RedisRateLimiter
+
+        r = self.config.redis
+        assert r is not None and isinstance(self.local, GCRA)
+        rate, burst = self._rate_burst
+        return RedisRateLimiter.from_url(
+            r.url, rate=rate, burst=burst, prefix=r.prefix, timeout=r.timeout,
+            probe_interval=r.probe_interval, clock=self._clock, fallback=self.local,
+        )
+
+    def stats(self) -> Any:
+        """The Redis limiter's stats (mode, fallbacks ...), or None when in-process."""
+        return self._redis.stats() if self._redis is not None else None
+
+    async def aclose(self) -> None:
+        """Close the Redis connections, if any were opened."""
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    async def __call__(self, ex: Exchange, call_next: Handler) -> Reply:
+        d = await self.decide(self._key(ex))
+        on = self.config.headers
+        extra = rate_limit_headers(d, policy=self._policy, window=self._window, ietf=on,
+                                   legacy=on)
+        if not d.allowed:
+            return problem(429, f"route {self.route!r}: rate limit exceeded; retry after "
+                           f"{d.retry_after:.3f}s", ex.request_id, slug="rate-limited",
+                           extra_headers=extra)
+        reply = await call_next(ex)
+        reply.headers.extend(extra)
+        return reply
+
+
+def rate_limit_filter(config: Mapping[str, Any], route: str) -> RateLimitFilter:
+    """The ``rate_limit`` filter factory (registered on import)."""
+    try:
+        return RateLimitFilter(RateLimitConfig.model_validate(dict(config)), route)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{where + ': ' if where else ''}{first['msg']}") from None
+
+
+register_filter("rate_limit", rate_limit_filter)
+
+__all__ = ["RateLimitConfig", "RateLimitFilter", "RedisConfig", "rate_limit_filter"]
