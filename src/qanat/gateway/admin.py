@@ -143,7 +143,7 @@ class AdminServer:
     def upstreams(self) -> list[dict[str, Any]]:
         """Per route: its instances (discovery or static) and any breaker/ejection state."""
         out = []
-        runtime = self.gateway.upstreams()
+        runtime = self.gateway.upstream_state()
         for route in self.gateway.routes:
             spec = route.upstream
             entry: dict[str, Any] = {"route": route.name, "balancer": spec.balancer}
@@ -155,9 +155,9 @@ class AdminServer:
                 entry["upstream"] = "static"
                 entry["instances"] = [{"address": t.url, "weight": t.weight}
                                       for t in spec.targets]
-            state = getattr(runtime.get(route.name), "state", None)
-            if callable(state):  # breaker/outlier state, when the upstream reports it
-                entry["state"] = state()
+            state = runtime.get(route.name)
+            if state is not None:  # breakers, ejections, retry budget
+                entry["traffic"] = _plain(state)
             out.append(entry)
         return out
 
@@ -183,6 +183,12 @@ def render_table(data: Any) -> str:
         lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
         return "\n".join(lines)
     return _cell(data)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
 
 
 def _cell(value: Any) -> str:

@@ -106,9 +106,15 @@ class Gateway:
         """Swap in a new route set atomically; on ConfigError the old set keeps serving."""
         self._state = self._compile(routes)
 
-    def upstreams(self) -> dict[str, Upstream]:
-        """The active routes' upstream objects by route name (for the admin endpoint)."""
-        return {rt.route.name: rt.upstream for rt in self._state[1]}
+    def upstream_state(self) -> dict[str, Any]:
+        """Per route name: its traffic state (breakers, ejections, retry budget) as
+        the route runtime reports it, or None where it reports nothing."""
+        now = self._clock()
+        out: dict[str, Any] = {}
+        for rt in self._state[1]:
+            state = getattr(rt, "state", None)
+            out[rt.route.name] = state(now) if callable(state) else None
+        return out
 
     def services(self) -> list[str]:
         """The services the active routes send to (``kind: service``), sorted."""

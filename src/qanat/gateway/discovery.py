@@ -47,6 +47,10 @@ class DiscoveryResolver:
         self._memo[service] = (current, out)
         return out
 
+    def instances(self, service: str) -> Sequence[Instance]:
+        """The routable ``Instance`` objects (versions, tags: for canary subsets)."""
+        return self.cache.instances(service)
+
     async def prepare(self, services: Iterable[str], timeout: float = 5.0) -> list[str]:
         """Start watching ``services`` and wait for their first snapshots.
 

@@ -15,8 +15,10 @@ route *names*, never paths; ``upstream`` is the service name or ``static``):
 - ``qanat_gateway_request_duration_seconds{route,upstream}`` (histogram, until
   the last byte of the response is written)
 - ``qanat_gateway_upstream_errors_total{route,upstream,kind}``; ``kind`` is
-  ``no_endpoint``, ``overloaded``, ``bad_gateway`` (connect failure, reset,
-  malformed answer) or ``timeout``
+  ``bad_gateway`` (connect failure, reset, malformed answer), ``timeout``,
+  ``no_endpoint``, ``overloaded`` (our upstream queue is full),
+  ``circuit_open``, ``route_overloaded`` (``max_concurrent``) — the problem
+  type of the 5xx the proxy answered with
 - ``qanat_gateway_requests_in_flight``, ``qanat_gateway_connections``
 - ``qanat_gateway_rejected_total{status}`` and
   ``qanat_gateway_refused_connections_total`` (from ``Gateway.stats()``)
@@ -195,15 +197,25 @@ class _Families(Collector):
         return self._metrics.families()
 
 
+_KINDS = {b"upstream-timeout": "timeout", b"upstream-overloaded": "overloaded"}
+_SLUG = b'"type":"urn:qanat:problem:'
+
+
 def error_kind(status: int, body: bytes) -> str | None:
-    """The upstream error kind of a reply the proxy made itself (see the module docstring)."""
-    if status == 504:
-        return "timeout"
-    if status == 502:
-        return "bad_gateway"
-    if status == 503:
-        return "overloaded" if b"upstream-overloaded" in body else "no_endpoint"
-    return None
+    """The upstream error kind of a 5xx reply the proxy made itself, from its problem type.
+
+    ``bad-gateway`` -> ``bad_gateway``, ``upstream-timeout`` -> ``timeout``,
+    ``upstream-overloaded`` -> ``overloaded``, any other slug (``no-endpoint``,
+    ``circuit-open``, ``route-overloaded`` ...) with ``_`` for ``-``.
+    """
+    if status < 500:
+        return None
+    start = body.find(_SLUG)
+    if start < 0:
+        return "error"
+    start += len(_SLUG)
+    slug = body[start:body.find(b'"', start)]
+    return _KINDS.get(slug) or slug.decode("latin-1").replace("-", "_")
 
 
 # -- what a request learns on its way (used by app.Gateway when observed) ---------
@@ -226,7 +238,7 @@ NOTE: ContextVar[Note | None] = ContextVar("qanat_gateway_note", default=None)
 
 
 class RecordingUpstream(Upstream):
-    """An ``Upstream`` that tells the current request's note which target it picked."""
+    """An ``Upstream`` that tells the current request's note which target it chose."""
 
     __slots__ = ()
 
@@ -237,13 +249,22 @@ class RecordingUpstream(Upstream):
             note.target = target
         return target
 
+    def choose(self, *args: Any, **kwargs: Any) -> Any:
+        # choose() may pick several times (breakers, tried instances): keep its answer
+        choice = super().choose(*args, **kwargs)
+        target = getattr(choice, "target", None)
+        note = NOTE.get()
+        if note is not None and target is not None:
+            note.target = target
+        return choice
+
 
 def classify(proxy: Handler) -> Handler:
     """Wrap the proxy so an error reply it makes itself (502/503/504) is noted by kind."""
 
     async def classified(ex: Exchange) -> Reply:
         reply = await proxy(ex)
-        if reply.body is not None and reply.status >= 502:
+        if reply.body is not None and reply.status >= 500:
             note = NOTE.get()
             if note is not None:
                 note.error = error_kind(reply.status, reply.body)
