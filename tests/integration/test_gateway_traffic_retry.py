@@ -1,0 +1,199 @@
+"""Retries, timeouts, breakers and the concurrency limit against real upstream servers."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_gateway_support import RawClient, get, start_gateway
+from test_gateway_traffic_support import HANG, RESET, STREAM, Backend, backends, static
+
+from qanat.gateway.app import Gateway
+from qanat.gateway.proxy import snapshot
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[list[Backend]]:
+    bs = await backends("a", "b")
+    yield bs
+    for b in bs:
+        await b.close()
+
+
+async def _gateway(routes: list[dict[str, object]]) -> Gateway:
+    return await start_gateway(routes)
+
+
+def post(path: str, body: bytes) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Length: {len(body)}\r\n\r\n"
+            .encode() + body)
+
+
+async def test_get_on_503_is_retried_on_the_other_instance(pair: list[Backend]) -> None:
+    """A GET answered 503 by one instance is retried once, on the other, and succeeds."""
+    a, b = pair
+    a.behave = lambda s: 503
+    gw = await _gateway([{"name": "r", "upstream": static(a, b), "retry": {}}])
+    client = await RawClient.connect(gw.port)
+    try:
+        for _ in range(4):
+            reply = await client.request(get("/x"))
+            assert reply.status == 200 and reply.json()["instance"] == "b"
+        assert a.count() == 4 and b.count() == 4  # two picks per request: first try always a
+    finally:
+        await client.close()
+        await gw.aclose(timeout=1)
+
+
+async def test_without_a_retry_policy_the_503_goes_to_the_client(pair: list[Backend]) -> None:
+    """No retry policy, no retry (Envoy): the upstream's 503 is passed on as is."""
+    a, b = pair
+    a.behave = lambda s: 503
+    gw = await _gateway([{"name": "r", "upstream": static(a, b)}])
+    client = await RawClient.connect(gw.port)
+    try:
+        statuses = [(await client.request(get("/x"))).status for _ in range(2)]
+        assert sorted(statuses) == [200, 503] and a.count() == 1 and b.count() == 1
+    finally:
+        await client.close()
+        await gw.aclose(timeout=1)
+
+
+async def test_post_reset_after_reaching_upstream_is_not_retried(pair: list[Backend]) -> None:
+    """A POST that reached the upstream and was reset is answered 502, and sent once only."""
+    a, b = pair
+    a.behave = b.behave = lambda s: RESET
+    gw = await _gateway([{"name": "r", "upstream": static(a, b),
+                          "retry": {"num_retries": 3, "retry_on": ["reset", "5xx"]}}])
+    client = await RawClient.connect(gw.port)
+    try:
+        reply = await client.request(post("/pay", b'{"amount": 5}'))
+        assert reply.status == 502
+        assert a.count("POST") + b.count("POST") == 1
+    finally:
+        await client.close()
+        await gw.aclose(timeout=1)
+
+
+async def test_get_reset_is_retried_and_put_body_is_resent_whole(pair: list[Backend]) -> None:
+    """An idempotent PUT reset by one instance is resent, body intact, to the other."""
+    a, b = pair
+    a.behave = lambda s: RESET
+    gw = await _gateway([{"name": "r", "upstream": static(a, b), "retry": {}}])
+    client = await RawClient.connect(gw.port)
+    body = b"z" * 5000
+    try:
+        for _ in range(2):
+            answer = await client.request(
+                b"PUT /doc HTTP/1.1\r\nHost: gw\r\nContent-Length: 5000\r\n\r\n" + body)
+            assert answer.status == 200 and answer.json()["body_length"] == 5000
+        assert all(s.body == body for s in b.seen) and b.count("PUT") == 2
+    finally:
+        await client.close()
+        await gw.aclose(timeout=1)
+
+
+async def test_post_is_retried_when_the_upstream_never_saw_it(pair: list[Backend]) -> None:
+    """A POST whose first try could not connect is sent to another instance (nothing was sent)."""
+    _, b = pair
+    dead = {"url": "http://127.0.0.1:1"}
+    gw = await _gateway([{"name": "r", "retry": {},
+                          "upstream": {"kind": "static", "targets": [dead, {"url": b.url}]}}])
+    client = await RawClient.connect(gw.port)
+    try:
+        for _ in range(2):
+            reply = await client.request(post("/orders", b"{}"))
+            assert reply.status == 200 and reply.json()["instance"] == "b"
+        assert b.count("POST") == 2
+    finally:
+        await client.close()
+        await gw.aclose(timeout=1)
+
+
+async def test_nothing_is_retried_once_the_response_streams(pair: list[Backend]) -> None:
+    """A body that breaks after the head reached the client is cut, never retried."""
+    a, b = pair
+    a.behave = b.behave = lambda s: STREAM
+    gw = await _gateway([{"name": "r", "upstream": static(a, b), "retry": {"num_retries": 3}}])
+    client = await RawClient.connect(gw.port)
+    try:
+        await client.send(get("/big"))
+        with pytest.raises(EOFError):
+            await client.response()
+        assert a.count() + b.count() == 1
+    finally:
+        await client.close()
+        await gw.aclose(timeout=1)
+
+
+async def test_per_try_timeout_retries_and_total_timeout_bounds_all(pair: list[Backend]) -> None:
+    """A hanging instance costs one per-try timeout, then the other answers; all hanging: 504."""
+    a, b = pair
+    a.behave = lambda s: HANG
+    routes = [{"name": "r", "upstream": static(a, b), "timeout": "2s", "per_try_timeout": "200ms",
+               "retry": {"retry_on": ["gateway-error"]}}]
+    gw = await _gateway(routes)
+    client = await RawClient.connect(gw.port)
+    try:
+        replies = [await client.request(get("/x")) for _ in range(2)]
+        assert [r.json()["instance"] for r in replies] == ["b", "b"]
+        b.behave = lambda s: HANG
+        reply = await client.request(get("/x"))
+        assert reply.status == 504
+        assert reply.headers[b"content-type"] == b"application/problem+json"
+    finally:
+        await client.close()
+        await gw.aclose(timeout=1)
+
+
+async def test_breaker_opens_then_answers_503_without_calling(pair: list[Backend]) -> None:
+    """After consecutive failures the breaker opens: 503 circuit-open, the instance not called."""
+    a, _ = pair
+    a.behave = lambda s: 500
+    gw = await _gateway([{"name": "r", "upstream": static(
+        a, breaker={"consecutive_failures": 3, "timeout": "60s"})}])
+    client = await RawClient.connect(gw.port)
+    try:
+        statuses = [(await client.request(get("/x"))).status for _ in range(3)]
+        assert statuses == [500, 500, 500] and a.count() == 3
+        reply = await client.request(get("/x"))
+        assert reply.status == 503 and a.count() == 3  # answered without calling the instance
+        assert reply.json()["type"] == "urn:qanat:problem:circuit-open"
+        assert 1 <= int(reply.headers[b"retry-after"]) <= 60
+        state = snapshot(gw._state[1], time.monotonic())["r"]
+        assert [i.breaker for i in state.instances] == ["open"]
+    finally:
+        await client.close()
+        await gw.aclose(timeout=1)
+
+
+async def test_concurrency_limit_answers_503_when_full(pair: list[Backend]) -> None:
+    """With max_concurrent 1 and one request held upstream, the next one gets 503 at once."""
+    a, _ = pair
+    a.behave = lambda s: HANG if s.path == "/hold" else 200
+    gw = await _gateway([{"name": "r", "upstream": static(a), "max_concurrent": 1,
+                          "timeout": "5s"}])
+    first, second = await RawClient.connect(gw.port), await RawClient.connect(gw.port)
+    try:
+        await first.send(get("/hold"))
+        await asyncio.wait_for(a.arrived.wait(), 5)
+        reply = await second.request(get("/other"))
+        assert reply.status == 503
+        assert reply.json()["type"] == "urn:qanat:problem:route-overloaded"
+        assert a.count() == 1
+        a.transports.pop().abort()  # end the held request
+        assert (await first.response()).status == 502
+        assert (await second.request(get("/other"))).status == 200
+    finally:
+        await first.close()
+        await second.close()
+        await gw.aclose(timeout=1)
+
