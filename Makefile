@@ -11,11 +11,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-install: $(BIN)/python
-	$(BIN)/pip install -q -e .
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
 
-install-dev: $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+# Stamp files: reinstall only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e . 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/python -c "import qanat" && touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/python -c "import qanat, pytest, hypothesis" && touch $@ $(VENV)/.installed
 
 up: install
 	$(BIN)/qanat up examples/shop
@@ -25,7 +31,6 @@ servers:
 
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src || true
 
 typecheck: install-dev
 	$(BIN)/mypy

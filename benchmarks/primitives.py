@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import Case, markdown_table, measure  # noqa: E402
+from harness import Case, markdown_table, measure
 
 
 def all_cases() -> list[Case]:
