@@ -179,9 +179,9 @@ def render_table(data: Any) -> str:
         cols = list(dict.fromkeys(k for d in data for k in d))
         cells = [[_cell(d.get(c, "")) for c in cols] for d in data]
         widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
-        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-        return "\n".join(lines)
+        lines = [[c.ljust(w) for c, w in zip(cols, widths, strict=True)]]
+        lines += [[v.ljust(w) for v, w in zip(r, widths, strict=True)] for r in cells]
+        return "\n".join("  ".join(line).rstrip() for line in lines)
     return _cell(data)
 
 
