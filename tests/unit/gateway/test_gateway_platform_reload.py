@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
