@@ -94,6 +94,7 @@ class Gateway:
         self._stop: asyncio.Event | None = None
         self._checks: list[ReadinessCheck] = []
         self.in_flight = 0
+        self._closed = False
 
     # -- routes -----------------------------------------------------------------
 
@@ -275,7 +276,10 @@ class Gateway:
         return self.server.stats()
 
     async def aclose(self, timeout: float | None = None) -> None:
-        """Graceful shutdown: stop accepting, let in-flight requests finish, close."""
+        """Graceful shutdown: stop accepting, let in-flight requests finish, close; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         await self.server.shutdown(timeout)
         if self._own_pool:
             await self.pool.aclose()

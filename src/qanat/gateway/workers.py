@@ -58,6 +58,84 @@ async def start_reuse_port(server: HttpServer, host: str, port: int) -> None:
     server._sweeper = loop.create_task(server._sweep())
 
 
+class GatewayProcess:
+    """One full gateway assembled from a plan; ``start()`` then ``aclose()``.
+
+    Attributes once started: ``gateway``, ``metrics``, ``resolver`` (None
+    without ``kind: service`` routes), ``reloader`` (None without a config
+    store), ``admin`` (None without an admin port).
+    """
+
+    def __init__(self, plan: GatewayPlan, limits: Limits, *, access_log: AccessLog | None = None,
+                 worker: int | None = None, routes_key: str = ROUTES_KEY) -> None:
+        self.plan, self.limits, self.worker, self.routes_key = plan, limits, worker, routes_key
+        self.observers: list[Observer] = [] if access_log is None else [access_log]
+        self.resolver: DiscoveryResolver | None = None
+        self.reloader: RouteReloader | None = None
+        self.admin: AdminServer | None = None
+        self._closers: list[Callable[[], Any]] = []
+
+    async def start(self) -> None:
+        """Open the backends, build the gateway, load the routes, listen."""
+        from qanat.backends import open_config_store, open_registry
+        from qanat.runtime.discovery import DiscoveryCache
+
+        plan, closers = self.plan, self._closers
+        if plan.registry_url is not None and plan.services:
+            registry = await open_registry(plan.registry_url)
+            closers.append(lambda: registry.close(deregister=False))
+            cache = DiscoveryCache(registry)
+            closers.append(cache.close)
+            self.resolver = resolver = DiscoveryResolver(cache)
+            await resolver.prepare(plan.services, timeout=5.0)
+        self.gateway = gateway = Gateway(plan.routes, limits=self.limits, resolver=self.resolver,
+                                         observers=self.observers)
+        closers.append(gateway.aclose)
+        self.metrics = GatewayMetrics(gateway.stats, lambda: gateway.in_flight)
+        self.observers.insert(0, self.metrics)
+        if self.resolver is not None:
+            _discovery_gauges(self.metrics, gateway, self.resolver)
+            gateway.add_readiness_check(_ready(gateway, self.resolver))
+        if plan.config_url is not None:
+            store = await open_config_store(plan.config_url)
+            closers.append(store.close)
+            self.reloader = RouteReloader(gateway, store, key=self.routes_key, seed=plan.routes,
+                                          initial_source=plan.source, prepare=self._prepare)
+            await self.reloader.start()
+            closers.append(self.reloader.close)
+        await gateway.start(plan.host, plan.port, reuse_port=self.worker is not None)
+        if self.worker is not None:
+            orphan = asyncio.get_running_loop().create_task(
+                watch_parent(gateway.stop, os.getppid()))
+            closers.append(lambda: _cancel(orphan))
+        if plan.admin_port is not None:
+            self.admin = AdminServer(gateway, metrics=self.metrics, resolver=self.resolver,
+                                     reload_status=self.reloader.status if self.reloader else None)
+            await self.admin.start(plan.admin_host, plan.admin_port + (self.worker or 0))
+            closers.append(self.admin.aclose)
+
+    async def _prepare(self, services: list[str]) -> list[str]:
+        return await self.resolver.prepare(services, 3.0) if self.resolver is not None else []
+
+    def banner(self) -> str:
+        """One line: the public URL, where the routes come from, the admin URL, the pid."""
+        plan, gateway = self.plan, self.gateway
+        parts = [f"qanat gateway: http://{plan.host}:{gateway.port}",
+                 f"{len(gateway.routes)} routes from "
+                 + (f"config store {self.reloader.key}" if self.reloader else plan.source)]
+        if self.admin is not None:
+            parts.append(f"admin http://{plan.admin_host}:{self.admin.port}")
+        parts.append(f"pid {os.getpid()}")
+        return " | ".join(parts)
+
+    async def aclose(self) -> None:
+        """Close everything started, newest first (the gateway drains in-flight requests)."""
+        closers, self._closers = self._closers, []
+        for close in reversed(closers):
+            with contextlib.suppress(Exception):
+                await close()
+
+
 async def serve_plan(
     plan: GatewayPlan,
     limits: Limits,
@@ -68,55 +146,19 @@ async def serve_plan(
     banner: Callable[[str], None] | None = None,
 ) -> None:
     """Serve ``plan`` in this process until SIGTERM/SIGINT (see the module docstring)."""
-    from qanat.backends import open_config_store, open_registry
-    from qanat.runtime.discovery import DiscoveryCache
-
-    closers: list[Callable[[], Any]] = []
+    process = GatewayProcess(plan, limits, access_log=access_log, worker=worker,
+                             routes_key=routes_key)
     try:
-        resolver = None
-        if plan.registry_url is not None and plan.services:
-            registry = await open_registry(plan.registry_url)
-            closers.append(lambda: registry.close(deregister=False))
-            cache = DiscoveryCache(registry)
-            closers.append(cache.close)
-            resolver = DiscoveryResolver(cache)
-            await resolver.prepare(plan.services, timeout=5.0)
-        observers: list[Observer] = []
-        gateway = Gateway(plan.routes, limits=limits, resolver=resolver, observers=observers)
-        metrics = GatewayMetrics(gateway.stats, lambda: gateway.in_flight)
-        observers.append(metrics)
-        if access_log is not None:
-            observers.append(access_log)
-        if resolver is not None:
-            _discovery_gauges(metrics, gateway, resolver)
-            gateway.add_readiness_check(lambda: resolver.not_ready(gateway.services()))
-        reloader = None
-        if plan.config_url is not None:
-            store = await open_config_store(plan.config_url)
-            closers.append(store.close)
-            prepare = (lambda s: resolver.prepare(s, 3.0)) if resolver is not None else None
-            reloader = RouteReloader(gateway, store, key=routes_key, seed=plan.routes,
-                                     initial_source=plan.source, prepare=prepare)
-            await reloader.start()
-            closers.append(reloader.close)
-        await gateway.start(plan.host, plan.port, reuse_port=worker is not None)
-        if worker is not None:
-            orphan = asyncio.get_running_loop().create_task(
-                watch_parent(gateway.stop, os.getppid()))
-            closers.append(lambda: _cancel(orphan))
-        admin = None
-        if plan.admin_port is not None:
-            admin = AdminServer(gateway, metrics=metrics, resolver=resolver,
-                                reload_status=reloader.status if reloader else None)
-            await admin.start(plan.admin_host, plan.admin_port + (worker or 0))
-            closers.append(admin.aclose)
+        await process.start()
         if banner is not None:
-            banner(_banner(plan, gateway, admin, reloader))
-        await gateway.wait_stopped()
+            banner(process.banner())
+        await process.gateway.wait_stopped()
     finally:
-        for close in reversed(closers):
-            with contextlib.suppress(Exception):
-                await close()
+        await process.aclose()
+
+
+def _ready(gateway: Gateway, resolver: DiscoveryResolver) -> Callable[[], list[str]]:
+    return lambda: resolver.not_ready(gateway.services())
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -133,17 +175,6 @@ def _discovery_gauges(metrics: GatewayMetrics, gateway: Gateway,
     metrics.add_gauges("qanat_gateway_upstream_endpoints",
                        "Routable instances of each routed service (discovery).",
                        ["upstream"], endpoints)
-
-
-def _banner(plan: GatewayPlan, gateway: Gateway, admin: AdminServer | None,
-            reloader: RouteReloader | None) -> str:
-    parts = [f"qanat gateway: http://{plan.host}:{gateway.port}",
-             f"{len(gateway.routes)} routes from "
-             + (f"config store {reloader.key}" if reloader else plan.source)]
-    if admin is not None:
-        parts.append(f"admin http://{plan.admin_host}:{admin.port}")
-    parts.append(f"pid {os.getpid()}")
-    return " | ".join(parts)
 
 
 def run_workers(n: int, argv: list[str], *, drain: float = 10.0) -> int:
@@ -220,4 +251,4 @@ async def watch_parent(gateway_stop: Callable[[], None], parent: int) -> None:
             return
 
 
-__all__ = ["run_workers", "serve_plan", "start_reuse_port", "watch_parent"]
+__all__ = ["GatewayProcess", "run_workers", "serve_plan", "start_reuse_port", "watch_parent"]
