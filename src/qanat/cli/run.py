@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import sys
 import time
@@ -20,7 +21,9 @@ from qanat.runner.display import status_table
 from qanat.runner.up import UpSession
 from qanat.topology import Topology, load_topology
 
-console = Console(highlight=False)
+# Piped into a file, tables keep a readable width instead of rich's 80 columns.
+_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
+console = Console(highlight=False, width=_WIDTH)
 err = Console(stderr=True, highlight=False)
 
 DirArg = Annotated[Path, typer.Argument(help="Directory holding qanat.yaml (or the file itself).")]

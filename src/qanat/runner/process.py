@@ -18,6 +18,7 @@ from qanat.runner.guard import guarded
 from qanat.runner.probe import http_status
 from qanat.runner.restart import RestartBackoff
 
+CRASH_LOOP = 3  # crashes before ever being ready: stop waiting for it (it keeps restarting)
 LOG_TAIL_LINES = 3  # lines of a crashed process's log shown with the crash message
 
 
@@ -64,6 +65,7 @@ class Supervised:
     _stopping: bool = False
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
     _was_ready: bool = False  # ready at least once: the next ready is a recovery
+    _crash_loop: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def url(self) -> str:
@@ -76,10 +78,18 @@ class Supervised:
         """True once ``stop()`` was called: an exit is then not a crash."""
         return self._stopping
 
+    def crash_looping(self) -> bool:
+        """True once it crashed ``CRASH_LOOP`` times without ever becoming ready."""
+        return self._crash_loop.is_set()
+
     async def wait_ready(self, timeout: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._ready.wait()
+        """Wait until ready; False after ``timeout`` or as soon as it is crash-looping."""
+        waits = [asyncio.create_task(e.wait()) for e in (self._ready, self._crash_loop)]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
         return self._ready.is_set()
 
     async def _run(self) -> None:
@@ -102,6 +112,8 @@ class Supervised:
             delay = self.backoff.crashed(time.monotonic())
             self.status = Status.RESTARTING
             self.restarts += 1
+            if self.restarts >= CRASH_LOOP and not self._was_ready:
+                self._crash_loop.set()
             tail = "".join(f"\n    | {line}" for line in log_tail(self.spec.log_path))
             self.notify(
                 self.spec.name,

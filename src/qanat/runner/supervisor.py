@@ -107,6 +107,9 @@ class Supervisor:
             python(), "-m", "qanat.gateway",
             "--topology", str(topo.root / "qanat.yaml"),
             "--host", topo.gateway.host, "--port", "{port}",
+            # Explicit, so a --state-dir given to 'qanat up' reaches the gateway too.
+            "--registry", topo.backend_url("registry"),
+            "--config-store", topo.backend_url("config"),
         ]  # fmt: skip
         return ProcessSpec(
             name=GATEWAY,

@@ -31,6 +31,7 @@ from qanat.topology import Topology
 
 MAX_REPLICAS = 64
 SCALE_READY_TIMEOUT = 60.0  # a 'qanat scale' waits this long for the new instances
+HEALTH_SETTLE = 5.0  # seconds the final table waits for first health reports
 FORCED = 130  # exit status after a second Ctrl-C (128 + SIGINT, as shells report it)
 
 
@@ -141,14 +142,32 @@ class UpSession:
             return
         late = waiter.result()
         took = time.monotonic() - began
-        self.console.print(status_table(await self.rows(), f"{topo.name}: up in {took:.1f}s"))
+        rows = await self._settled_rows()
+        self.console.print(status_table(rows, f"{topo.name}: up in {took:.1f}s"))
         if late:
+            w = f" {self.where}" if self.where else ""
             self.console.print(
-                f"[yellow]not ready after {self.ready_timeout:g}s:[/yellow] {', '.join(late)} "
-                f"— see 'qanat logs SERVICE{' ' + self.where if self.where else ''}'"
+                f"[yellow]not ready (crashing, or slower than {self.ready_timeout:g}s):"
+                f"[/yellow] {', '.join(late)}; they keep being restarted — see "
+                f"'qanat logs SERVICE{w}'",
+                soft_wrap=True,
             )
         gateway = [p for p in self.sup.processes() if p.group == GATEWAY]
         banner(self.console, gateway[0].url if gateway else None, self.where)
+
+    async def _settled_rows(self, timeout: float = HEALTH_SETTLE) -> list[dict[str, Any]]:
+        """The rows once every ready instance's first health report is in (or ``timeout``):
+        an instance registers a moment before it reports itself passing."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = await self.rows()
+            pending = [
+                r for r in rows
+                if r["group"] != GATEWAY and r["status"] == "ready" and r["health"] != "passing"
+            ]  # fmt: skip
+            if not pending or time.monotonic() > deadline or self._stop.is_set():
+                return rows
+            await asyncio.sleep(0.1)  # polling the registry for a real condition
 
     async def _show_progress(self, waiter: asyncio.Task[list[str]], began: float) -> None:
         """Until every process is ready: a live table on a terminal, event lines otherwise."""

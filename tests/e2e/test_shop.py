@@ -1,0 +1,199 @@
+"""The shop end to end: started with ``qanat up``, every request through the gateway."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from tests.e2e.conftest import SHOP, ShopRun, wait_until
+from tests.e2e.shop_client import Traffic, request_count
+
+from qanat.observability.tracing import read_spans
+
+pytestmark = pytest.mark.e2e
+
+BUDGET = "x-qanat-budget-ms"
+
+
+def seed_products() -> list[tuple[int, str, str, int, int]]:
+    """The catalog's seed rows, read from the shop's own source (no copy in the test)."""
+    scope: dict[str, Any] = {}
+    exec((SHOP / "catalog" / "seed.py").read_text(), scope)
+    rows: list[tuple[int, str, str, int, int]] = scope["PRODUCTS"]
+    return rows
+
+
+def unique_email() -> str:
+    return f"e2e-{uuid.uuid4().hex[:12]}@example.com"
+
+
+def test_users_routes_through_the_gateway(shop: ShopRun) -> None:
+    """Create, read, duplicate, invalid and unknown users answer 201, 200, 409, 422 and 404."""
+    with httpx.Client(base_url=shop.url, timeout=10) as c:
+        email = unique_email()
+        created = c.post("/api/users", json={"name": "Ann", "email": email})
+        assert created.status_code == 201, created.text
+        user = created.json()
+        assert user["name"] == "Ann" and user["email"] == email
+
+        read = c.get(f"/api/users/{user['id']}")
+        assert read.status_code == 200 and read.json() == user
+
+        duplicate = c.post("/api/users", json={"name": "Other", "email": email})
+        assert duplicate.status_code == 409
+        assert email in duplicate.json()["detail"]
+
+        invalid = c.post("/api/users", json={"name": "", "email": "not-an-email"})
+        assert invalid.status_code == 422
+        fields = {tuple(d["loc"]) for d in invalid.json()["detail"]}
+        assert fields == {("body", "name"), ("body", "email")}
+
+        assert c.get("/api/users/987654321").status_code == 404
+
+
+def test_products_routes_through_the_gateway(shop: ShopRun) -> None:
+    """The list, a search, one product with its seller from users, and an unknown product."""
+    products = seed_products()
+    with httpx.Client(base_url=shop.url, timeout=10) as c:
+        page = c.get("/api/products", params={"limit": 100})
+        assert page.status_code == 200
+        assert [p["id"] for p in page.json()["items"]] == [p[0] for p in products]
+        assert page.json()["total"] == len(products)
+
+        term = "book"
+        expected = [p[0] for p in products if term in (p[1] + " " + p[2]).lower()]
+        found = c.get("/api/products", params={"q": term})
+        assert found.status_code == 200
+        assert [p["id"] for p in found.json()["items"]] == expected and expected
+
+        pid, name, _, price, seller_id = products[4]
+        one = c.get(f"/api/products/{pid}")
+        assert one.status_code == 200, one.text
+        body = one.json()
+        assert (body["name"], body["price_cents"]) == (name, price)
+        seller = c.get(f"/api/users/{seller_id}").json()
+        assert body["seller"] == {"id": seller_id, "name": seller["name"]}
+
+        assert c.get("/api/products/987654").status_code == 404
+
+
+def _kill_and_wait_for_restart(shop: ShopRun, traffic: Traffic, name: str) -> None:
+    before = shop.instance(name)
+    assert before["status"] == "ready" and before["pid"]
+    os.kill(before["pid"], signal.SIGKILL)
+
+    def restarted() -> bool:
+        now = shop.instance(name)
+        return (
+            now["restarts"] == before["restarts"] + 1
+            and now["status"] == "ready"
+            and now["pid"] not in (None, before["pid"])
+        )
+
+    wait_until(restarted, 30, f"the supervisor to restart {name}")
+    seen = traffic.count()
+    wait_until(lambda: traffic.count() >= seen + 40, 30, "traffic after the restart")
+
+
+def test_sigkill_under_traffic_fails_no_idempotent_request(shop: ShopRun) -> None:
+    """SIGKILL a catalog and a users instance during steady GETs: every GET succeeds, sellers
+    are still filled in, and the supervisor restarts both and says so."""
+    paths = ["/api/products", "/api/products/3", "/api/users/1", "/api/products?q=cup"]
+    traffic = Traffic(shop.url, paths, clients=4)
+    traffic.start()
+    try:
+        wait_until(lambda: traffic.count() >= 40, 30, "traffic to flow")
+        _kill_and_wait_for_restart(shop, traffic, "catalog-0")
+        _kill_and_wait_for_restart(shop, traffic, "users-0")
+    finally:
+        traffic.stop()
+    failures = traffic.failures()
+    assert not failures, f"{len(failures)} of {traffic.count()} failed: {failures[:5]}"
+    details = [o for o in traffic.outcomes if o.path == "/api/products/3"]
+    assert details and all(o.body and o.body.get("seller") for o in details)
+    out = shop.output()
+    for name in ("catalog-0", "users-0"):
+        assert re.search(rf"{name} exited with signal SIGKILL; restarting in", out), out
+        assert f"{name} ready again at" in out
+
+
+def test_scaled_up_instance_receives_traffic(shop: ShopRun) -> None:
+    """'qanat scale catalog 3' starts catalog-2, it gets gateway traffic, and scaling back
+    down removes it."""
+    result = shop.qanat("scale", "catalog", "3")
+    assert result.returncode == 0, result.stderr
+    assert "started: catalog-2" in result.stdout
+    new = shop.instance("catalog-2")
+    assert new["status"] == "ready"
+    wait_until(lambda: shop.instance("catalog-2")["health"] == "passing", 15, "registration")
+
+    with httpx.Client(base_url=shop.url, timeout=10) as c:
+
+        def served_by_new() -> bool:
+            for _ in range(10):
+                assert c.get("/api/products").status_code == 200
+            return request_count(new["url"], "/products") > 0
+
+        wait_until(served_by_new, 30, "the gateway to send requests to catalog-2")
+
+    result = shop.qanat("scale", "catalog", "2")
+    assert result.returncode == 0, result.stderr
+    assert [r["name"] for r in shop.status() if r["group"] == "catalog"] == [
+        "catalog-0",
+        "catalog-1",
+    ]
+
+
+def test_spent_budget_is_refused_with_504_before_any_work(shop: ShopRun) -> None:
+    """With x-qanat-budget-ms: 0 a POST creates nothing and a GET reaches no handler."""
+    catalog = [r for r in shop.status() if r["group"] == "catalog"]
+    handled_before = sum(request_count(r["url"], "/products") for r in catalog)
+    with httpx.Client(base_url=shop.url, timeout=10) as c:
+        email = unique_email()
+        refused = c.post("/api/users", json={"name": "Late", "email": email}, headers={BUDGET: "0"})
+        assert refused.status_code == 504
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert c.get("/api/products", headers={BUDGET: "0"}).status_code == 504
+        # Had the refused POST created the user, this would be a 409.
+        assert c.post("/api/users", json={"name": "Late", "email": email}).status_code == 201
+    handled_after = sum(request_count(r["url"], "/products") for r in catalog)
+    assert handled_after == handled_before
+
+
+def test_one_trace_id_flows_through_catalog_and_users(shop: ShopRun) -> None:
+    """A traceparent sent to the gateway comes back in spans of both catalog and users."""
+    trace_id = secrets.token_hex(16)
+    parent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    r = httpx.get(f"{shop.url}/api/products/4", headers={"traceparent": parent}, timeout=10)
+    assert r.status_code == 200 and r.json()["seller"]
+
+    def services_in_trace() -> set[str] | None:
+        spans = [s for s in read_spans(shop.state) if s["trace_id"] == trace_id]
+        services = {str(s["service"]) for s in spans}
+        return services if {"catalog", "users"} <= services else None
+
+    services = wait_until(services_in_trace, 15, f"spans of trace {trace_id}")
+    assert {"catalog", "users"} <= services
+
+
+def test_status_shows_every_instance_ready_and_passing(shop: ShopRun) -> None:
+    """'qanat status' lists each replica from qanat.yaml with its URL, ready and passing."""
+    result = shop.qanat("status")
+    assert result.returncode == 0, result.stderr
+    rows = shop.status()
+    by_group: dict[str, list[str]] = {}
+    for r in rows:
+        by_group.setdefault(r["group"], []).append(r["name"])
+        assert r["status"] == "ready", r
+        if r["group"] != "gateway":
+            assert r["health"] == "passing", r
+        assert r["url"] in result.stdout
+    assert by_group["users"] == ["users-0", "users-1"]
+    assert by_group["catalog"] == ["catalog-0", "catalog-1"]
+    assert by_group["gateway"] == ["gateway"]
