@@ -7,9 +7,10 @@ for the lock instead of failing), short transactions, and ``BEGIN IMMEDIATE``
 for writes (take the write lock up front, so two read-then-write transactions
 cannot deadlock upgrading their locks — the SQLite docs' advice for WAL).
 
-``ChangeFeed`` tells local watchers that *any* process changed something: it
-polls one counter row every ``interval`` seconds (one query per feed, not per
-watcher), and local writes wake it at once.
+``ChangeFeed`` tells local watchers that some process changed what they
+watch: it polls one counter row every ``interval`` seconds (one query per
+feed, not per watcher) and wakes the subscribers of the topics that moved;
+local writes wake them at once.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -48,6 +50,12 @@ CREATE TABLE IF NOT EXISTS registry_instances (
     PRIMARY KEY (service, id)
 );
 CREATE INDEX IF NOT EXISTS registry_instances_lease ON registry_instances (lease);
+CREATE INDEX IF NOT EXISTS registry_leases_expires ON registry_leases (expires_at);
+CREATE TABLE IF NOT EXISTS registry_services (
+    service TEXT PRIMARY KEY,
+    revision INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS registry_services_revision ON registry_services (revision);
 CREATE TABLE IF NOT EXISTS config_entries (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL,
@@ -61,6 +69,10 @@ CREATE TABLE IF NOT EXISTS config_log (
     type TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS config_log_key ON config_log (key, revision);
+CREATE TABLE IF NOT EXISTS config_trimmed (
+    key TEXT PRIMARY KEY,
+    revision INTEGER NOT NULL
+);
 """
 
 
@@ -180,47 +192,79 @@ def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]
     return result
 
 
+Changed = Callable[[int | None, sqlite3.Connection], tuple[int, list[str] | None]]
+"""``(last, conn)`` -> the counter now, and the topics changed since ``last`` (None: all)."""
+
+
+def counter_moved(name: str) -> Changed:
+    """A ``Changed`` for one plain counter: every subscriber wakes when it moves."""
+
+    def changed(last: int | None, conn: sqlite3.Connection) -> tuple[int, list[str] | None]:
+        value = counter(conn, name)
+        return value, (None if value != last else [])
+
+    return changed
+
+
 class ChangeFeed:
     """Wake local waiters when a ``qanat_meta`` counter moves, whoever moved it.
 
-    The poll task runs only while someone is subscribed, and belongs to the
-    feed: ``close()`` cancels and awaits it.
+    Subscribers name a topic (a registry watcher: its service); ``changed``
+    says which topics moved since the last poll, so only their subscribers
+    wake (by default every subscriber wakes whenever the counter moves). The
+    poll task runs only while someone is subscribed, and belongs to the feed:
+    ``close()`` cancels and awaits it.
     """
 
-    def __init__(self, db: SqliteDb, name: str, interval: float = POLL_INTERVAL) -> None:
+    def __init__(
+        self,
+        db: SqliteDb,
+        name: str,
+        interval: float = POLL_INTERVAL,
+        changed: Changed | None = None,
+    ) -> None:
         self._db, self._name, self._interval = db, name, interval
-        self._events: set[asyncio.Event] = set()
+        self._changed = changed or counter_moved(name)
+        self._events: dict[str, set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def subscribe(self) -> asyncio.Event:
-        """A new event, set whenever the counter changes; start polling if needed."""
+    def subscribe(self, topic: str = "") -> asyncio.Event:
+        """A new event, set whenever ``topic`` changes; start polling if needed."""
         event = asyncio.Event()
-        self._events.add(event)
+        self._events.setdefault(topic, set()).add(event)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._poll(), name=f"qanat-sqlite-feed-{self._name}")
         return event
 
-    def unsubscribe(self, event: asyncio.Event) -> None:
+    def unsubscribe(self, event: asyncio.Event, topic: str = "") -> None:
         """Stop waking ``event``; the poll stops at its next turn if nobody is left."""
-        self._events.discard(event)
+        events = self._events.get(topic)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self._events[topic]
 
-    def notify(self) -> None:
-        """Wake every subscriber now (after a local write)."""
-        for event in self._events:
-            event.set()
+    def notify(self, topics: Iterable[str] | None = None) -> None:
+        """Wake the subscribers of ``topics`` now (None: every subscriber)."""
+        groups = (
+            list(self._events.values())
+            if topics is None
+            else [self._events.get(topic, set()) for topic in topics]
+        )
+        for events in groups:
+            for event in events:
+                event.set()
 
     async def _poll(self) -> None:
         last: int | None = None
-        name = self._name
         while self._events:
-            value: int | None
+            topics: list[str] | None
             try:
-                value = await self._db.read(lambda conn: counter(conn, name))
+                last, topics = await self._db.read(partial(self._changed, last))
             except BackendError:
-                value = last  # a busy or closing file: try again next turn
-            if value != last:
-                last = value
-                self.notify()
+                topics = []  # a busy or closing file: try again next turn
+            if topics is None or topics:
+                self.notify(topics)
             await asyncio.sleep(self._interval)
 
     async def close(self) -> None:

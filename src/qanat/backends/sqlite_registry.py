@@ -4,113 +4,37 @@ Leases follow the memory backend (and etcd): ``register`` inserts a lease row
 with a wall-clock ``expires_at`` (wall clock, because several processes share
 the file and must agree on time) and attaches the instance to it; a keepalive
 task renews it every ``ttl / 3``. Reads ignore instances whose lease has
-expired; expired rows are purged by the next write of any client. A killed
+expired; expired rows are purged by the next write of any client (an index on
+``expires_at`` keeps that cheap however many leases the file holds). A killed
 process stops renewing, so its instances vanish once their TTL has passed.
 
-Watchers are woken by the file's change counter (polled every 25 ms by one
-task per registry, see ``ChangeFeed``) and at the next lease expiry of the
-service they watch.
+Watchers of a service are woken when that service changes (each change
+stamps the service; one task per registry polls for stamps every 25 ms, see
+``ChangeFeed``; this client's own writes wake its watchers at once) and at
+the next lease expiry of the service. A woken watcher re-reads only if the
+stamp moved, and decodes only the instances whose JSON changed. SQL lives in
+``sqlite_registry_ops``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
 from functools import partial
 from typing import Self, TypeVar
 
-from qanat.backends._common import (
-    cancel_and_wait,
-    check_instance,
-    check_ttl,
-    instance_from_json,
-    instance_to_json,
-)
-from qanat.backends.sqlite_db import ChangeFeed, SqliteDb, bump
-from qanat.errors import BackendError, NotFound
+from qanat.backends import sqlite_registry_ops as ops
+from qanat.backends._common import cancel_and_wait, check_instance, check_ttl
+from qanat.backends.sqlite_db import ChangeFeed, SqliteDb
+from qanat.errors import BackendError
 from qanat.ports import Health, Instance
 
 Clock = Callable[[], float]
 T = TypeVar("T")
-_COUNTER = "registry"
 
-_LIVE = "FROM registry_instances i JOIN registry_leases l ON l.id = i.lease WHERE l.expires_at > ?"
-
-
-def _purge(conn: sqlite3.Connection, now: float) -> None:
-    """Delete expired leases and the instances attached to them."""
-    if conn.execute("DELETE FROM registry_leases WHERE expires_at <= ?", (now,)).rowcount:
-        conn.execute(
-            "DELETE FROM registry_instances WHERE lease NOT IN (SELECT id FROM registry_leases)"
-        )
-        bump(conn, _COUNTER)
-
-
-def _put(
-    conn: sqlite3.Connection, *, inst: Instance, ttl: float, old: int | None, now: float
-) -> int:
-    _purge(conn, now)
-    if old is not None:
-        conn.execute("DELETE FROM registry_leases WHERE id = ?", (old,))
-    lease = conn.execute(
-        "INSERT INTO registry_leases (expires_at) VALUES (?)", (now + ttl,)
-    ).lastrowid
-    assert lease is not None
-    conn.execute(
-        "INSERT INTO registry_instances (service, id, lease, data) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (service, id) DO UPDATE SET lease = excluded.lease, data = excluded.data, "
-        "output = ''",
-        (inst.service, inst.id, lease, instance_to_json(inst)),
-    )
-    bump(conn, _COUNTER)
-    return lease
-
-
-def _snapshot(conn: sqlite3.Connection, service: str, now: float) -> list[Instance]:
-    rows = conn.execute(f"SELECT i.data {_LIVE} AND i.service = ? ORDER BY i.id", (now, service))
-    return [instance_from_json(data) for (data,) in rows]
-
-
-def _next_expiry(conn: sqlite3.Connection, service: str, now: float) -> float | None:
-    row = conn.execute(f"SELECT min(l.expires_at) {_LIVE} AND i.service = ?", (now, service))
-    value = row.fetchone()[0]
-    return None if value is None else float(value)
-
-
-def _watch_state(
-    conn: sqlite3.Connection, service: str, now: float
-) -> tuple[list[Instance], float | None]:
-    return _snapshot(conn, service, now), _next_expiry(conn, service, now)
-
-
-@dataclass
-class _Lease:
-    instance: Instance
-    ttl: float
-    lease: int
-    task: asyncio.Task[None] | None = None
-
-
-def _renew(conn: sqlite3.Connection, lease: _Lease, now: float) -> Instance | bool | None:
-    """Extend a live lease: False if it had expired, else our instance's current state.
-
-    Also purges other clients' expired leases, so a crashed process's rows do not linger.
-    """
-    _purge(conn, now)
-    if not conn.execute(
-        "UPDATE registry_leases SET expires_at = ? WHERE id = ? AND expires_at > ?",
-        (now + lease.ttl, lease.lease, now),
-    ).rowcount:
-        return False
-    row = conn.execute(
-        "SELECT data FROM registry_instances WHERE service = ? AND id = ? AND lease = ?",
-        (lease.instance.service, lease.instance.id, lease.lease),
-    ).fetchone()
-    return instance_from_json(row[0]) if row else None
+_Lease = ops.Lease
+_renew = ops.renew  # one renewal transaction's body (benchmarks/discovery_scale.py times it)
 
 
 class SqliteRegistry:
@@ -123,8 +47,8 @@ class SqliteRegistry:
     def __init__(self, db: SqliteDb, *, clock: Clock = time.time) -> None:
         self._db = db
         self._clock = clock
-        self._feed = ChangeFeed(db, _COUNTER)
-        self._leases: dict[tuple[str, str], _Lease] = {}
+        self._feed = ChangeFeed(db, ops.COUNTER, changed=ops.changed_since)
+        self._leases: dict[tuple[str, str], ops.Lease] = {}
         self._closed = False
 
     @property
@@ -137,10 +61,14 @@ class SqliteRegistry:
         """Open ``sqlite:///path.db`` (created, with its directories, if missing)."""
         return cls(await SqliteDb.connect(url))
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        result = await self._db.write(fn)
-        self._feed.notify()
-        return result
+    async def _write(self, fn: Callable[..., T]) -> T:
+        """Run a write; wake this client's watchers of the services it touched."""
+        touched: set[str] = set()
+        try:
+            return await self._db.write(partial(fn, touched=touched))
+        finally:
+            if touched:
+                self._feed.notify(touched)
 
     async def register(self, instance: Instance, *, ttl: float = 10.0) -> None:
         """Put ``instance`` under a new lease of ``ttl`` seconds, kept alive until deregistered."""
@@ -151,23 +79,20 @@ class SqliteRegistry:
         if old is not None:
             await cancel_and_wait(old.task)
         now = self._clock()
-        put = partial(_put, inst=instance, ttl=ttl, old=old.lease if old else None, now=now)
-        lease_id = await self._write(put)
-        lease = _Lease(instance, ttl, lease_id)
+        put = partial(ops.put, inst=instance, ttl=ttl, old=old.lease if old else None, now=now)
+        lease = ops.Lease(instance, ttl, await self._write(put))
         lease.task = asyncio.create_task(self._keepalive(lease), name=f"qanat-keepalive-{key}")
         self._leases[key] = lease
 
-    async def _keepalive(self, lease: _Lease) -> None:
+    async def _keepalive(self, lease: ops.Lease) -> None:
         while True:
             await asyncio.sleep(lease.ttl / 3)
             now = self._clock()
             try:
-                found = await self._db.write(partial(_renew, lease=lease, now=now))
+                found = await self._write(partial(ops.renew, lease=lease, now=now))
                 if found is False:  # the lease expired under us (a stall): put it back
-                    put = partial(
-                        _put, inst=lease.instance, ttl=lease.ttl, old=lease.lease, now=now
-                    )
-                    lease.lease = await self._write(put)
+                    put = partial(ops.put, inst=lease.instance, ttl=lease.ttl, old=lease.lease)
+                    lease.lease = await self._write(partial(put, now=now))
                 elif isinstance(found, Instance):
                     lease.instance = found  # keep health/enabled for a re-register
             except BackendError:
@@ -178,59 +103,59 @@ class SqliteRegistry:
         lease = self._leases.pop((service, instance_id), None)
         if lease is not None:
             await cancel_and_wait(lease.task)
-
-        def remove(conn: sqlite3.Connection) -> None:
-            if conn.execute(
-                "DELETE FROM registry_instances WHERE service = ? AND id = ?",
-                (service, instance_id),
-            ).rowcount:
-                bump(conn, _COUNTER)
-            if lease is not None:
-                conn.execute("DELETE FROM registry_leases WHERE id = ?", (lease.lease,))
-
-        await self._write(remove)
+        ours = lease.lease if lease is not None else None
+        await self._write(partial(ops.remove, service=service, instance_id=instance_id, lease=ours))
 
     async def discover(self, service: str, *, healthy_only: bool = True) -> list[Instance]:
         """The service's live instances sorted by id; only routable ones unless told otherwise."""
         now = self._clock()
-        found = await self._db.read(lambda c: _snapshot(c, service, now))
+        found = await self._db.read(partial(ops.snapshot, service=service, now=now))
         return [i for i in found if i.routable] if healthy_only else found
+
+    async def outputs(self, service: str) -> dict[str, str]:
+        """The last ``set_health`` output of each live instance of ``service``, by id."""
+        now = self._clock()
+        return await self._db.read(partial(ops.outputs, service=service, now=now))
 
     async def watch(self, service: str) -> AsyncIterator[list[Instance]]:
         """Complete snapshots: the current one, then one per change (expiry included)."""
-        event = self._feed.subscribe()
+        event = self._feed.subscribe(service)
+        state = ops.WatchState()
         last: list[Instance] | None = None
+        force = True
         try:
             while not self._closed:
                 event.clear()
-                now = self._clock()
+                read = partial(ops.watch_read, service=service, state=state, force=force)
                 try:
-                    snap, expiry = await self._db.read(
-                        partial(_watch_state, service=service, now=now)
-                    )
+                    snap = await self._db.read(partial(read, now=self._clock()))
                 except BackendError:
                     if self.closed:
                         return
                     raise
-                if snap != last:
+                force = False
+                if snap is not None and snap != last:
                     last = snap
                     yield snap
                     continue
-                timeout = None if expiry is None else max(0.0, expiry - self._clock()) + 0.005
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeout):
-                        await event.wait()
+                force = await self._sleep(event, state.expiry)
         finally:
-            self._feed.unsubscribe(event)
+            self._feed.unsubscribe(event, service)
+
+    async def _sleep(self, event: asyncio.Event, expiry: float | None) -> bool:
+        """Wait for a change or the next expiry; True when the expiry woke us."""
+        timeout = None if expiry is None else max(0.0, expiry - self._clock()) + 0.005
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+        try:
+            async with asyncio.timeout(timeout):
+                await event.wait()
+        except TimeoutError:
+            return True
+        return False
 
     async def services(self) -> list[str]:
         """Names of services with at least one live instance, sorted."""
-        now = self._clock()
-        rows = await self._db.read(
-            lambda c: c.execute(f"SELECT DISTINCT i.service {_LIVE} ORDER BY 1", (now,)).fetchall()
-        )
-        return [service for (service,) in rows]
+        return await self._db.read(partial(ops.services, now=self._clock()))
 
     async def _update(
         self,
@@ -239,23 +164,14 @@ class SqliteRegistry:
         change: Callable[[Instance], Instance],
         output: str | None,
     ) -> None:
-        now = self._clock()
-
-        def update(conn: sqlite3.Connection) -> Instance:
-            row = conn.execute(
-                f"SELECT i.data {_LIVE} AND i.service = ? AND i.id = ?", (now, service, instance_id)
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"no instance {instance_id!r} of service {service!r} is registered")
-            changed = change(instance_from_json(row[0]))
-            conn.execute(
-                "UPDATE registry_instances SET data = ?, output = coalesce(?, output) "
-                "WHERE service = ? AND id = ?",
-                (instance_to_json(changed), output, service, instance_id),
-            )
-            bump(conn, _COUNTER)
-            return changed
-
+        update = partial(
+            ops.update,
+            service=service,
+            instance_id=instance_id,
+            change=change,
+            output=output,
+            now=self._clock(),
+        )
         changed = await self._write(update)
         lease = self._leases.get((service, instance_id))
         if lease is not None:  # ours: a re-registration after a lost lease keeps this state
@@ -265,13 +181,11 @@ class SqliteRegistry:
         self, service: str, instance_id: str, health: Health, output: str = ""
     ) -> None:
         """Record what the checks say; raises ``NotFound`` if the instance is not registered."""
-        health = Health(health)
-        await self._update(service, instance_id, lambda i: replace(i, health=health), output)
+        await self._update(service, instance_id, ops.with_health(Health(health)), output)
 
     async def set_enabled(self, service: str, instance_id: str, enabled: bool) -> None:
         """Record what an operator says; raises ``NotFound`` if the instance is not registered."""
-        on = bool(enabled)
-        await self._update(service, instance_id, lambda i: replace(i, enabled=on), None)
+        await self._update(service, instance_id, ops.with_enabled(bool(enabled)), None)
 
     async def close(self, *, deregister: bool = True) -> None:
         """Stop keepalives; deregister what this object registered unless told not to.
@@ -286,16 +200,13 @@ class SqliteRegistry:
         self._leases.clear()
         for lease in leases:
             await cancel_and_wait(lease.task)
-
-        def remove_all(conn: sqlite3.Connection) -> None:
-            for lease in leases:  # only rows still attached to our leases
-                conn.execute("DELETE FROM registry_instances WHERE lease = ?", (lease.lease,))
-                conn.execute("DELETE FROM registry_leases WHERE id = ?", (lease.lease,))
-            bump(conn, _COUNTER)
-
         try:
             if deregister and leases:
-                await self._write(remove_all)
+                ids = [lease.lease for lease in leases]
+                await self._write(partial(ops.remove_leases, leases=ids))
         finally:
             await self._feed.close()
             await self._db.close()
+
+
+__all__ = ["SqliteRegistry"]
