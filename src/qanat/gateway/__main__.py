@@ -67,8 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", help="registry URL for kind: service routes")
     p.add_argument("--config-store", help="config store URL for live route reload")
     p.add_argument("--routes-key", default=ROUTES_KEY, help=f"default {ROUTES_KEY}")
-    p.add_argument("--access-log", default="stderr",
-                   help="stderr (default), stdout, a file path, or off (e.g. for benchmarks)")
+    p.add_argument("--access-log", default=None,
+                   help="stderr, stdout, a file path, or off (default: stderr with "
+                   "--topology, off with --config)")
     p.add_argument("--drain", type=float, default=None,
                    help="seconds in-flight requests get on shutdown (default 10)")
     p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
@@ -113,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
                      if plan.admin_port is not None else ""), file=sys.stderr, flush=True)
             return run_workers(plan.workers, [*_without_workers(argv), "--workers", "1"],
                                drain=limits.shutdown_timeout)
-        access_log = None if args.access_log == "off" else AccessLog.open(args.access_log)
+        # off by default for a route file: the benchmark and embedding path, and a
+        # blocking write to a stderr pipe nobody reads would stall the event loop
+        spec = args.access_log or ("stderr" if args.topology is not None else "off")
+        access_log = None if spec == "off" else AccessLog.open(spec)
     except ConfigError as exc:
         print(f"qanat.gateway: {exc}", file=sys.stderr)
         return CONFIG_ERROR
