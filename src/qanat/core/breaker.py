@@ -17,6 +17,19 @@ The decision core is pure and time is passed in: ``allow(now)`` /
 ``before(now)`` admit a call and return a ticket, ``after(ticket, ok, now)``
 settles it. ``call``, ``acall`` and ``@breaker`` wrap that core with
 ``clock()``. See docs/circuit-breaking.md.
+
+Thread safety. The sync API may be used from many threads. State changes,
+failures, exclusions and half-open admissions take one lock, as gobreaker's
+mutex does. The hot paths take none: admitting and settling a success while
+closed, and refusing while open. They read the current generation as one
+object (``window.Epoch``, replaced, never edited, when the generation or the
+rolling bucket changes) and count with ``next()`` on an ``itertools.count``,
+which is atomic under CPython's GIL. A thread that counted just as the lock
+holder was judging a failure or moving the window on finds ``fast`` false
+afterwards and settles under the lock, by the index ``next`` gave it: counted
+if the epoch drained it, otherwise admitted afresh or credited late. That keeps
+every call linearizable with gobreaker's mutex semantics. A free-threaded
+(no-GIL) build would need the lock on the fast paths back.
 """
 
 from __future__ import annotations
@@ -31,7 +44,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
 from qanat.core.breaker_settings import BreakerSettings, BreakerStats, State, default_ready_to_trip
-from qanat.core.window import EXCLUDED, FAILURE, SUCCESS, Counts, RollingCounts, Tally
+from qanat.core.window import EXCLUDED, FAILURE, SUCCESS, Counts, Epoch, RollingCounts, Tally
 from qanat.errors import CircuitOpenError, ConfigError, TooManyRequestsError
 
 P = ParamSpec("P")
@@ -43,20 +56,22 @@ _SPAN = 1 << 52
 _REFUSED_OPEN = -1
 _REFUSED_FULL = -2
 
-
 _CLOSED, _HALF_OPEN, _OPEN = State.CLOSED, State.HALF_OPEN, State.OPEN
+# CircuitOpenError without Unavailable's Python-level __init__: a refusal's biggest cost.
+_new_open = CircuitOpenError.__new__
 
 
 class CircuitBreaker:
-    """A gobreaker v2 circuit breaker; thread-safe, cheap on the closed-state path.
+    """A gobreaker v2 circuit breaker; thread-safe, lock-free on its hot paths.
 
     ``clock`` is a zero-argument callable returning seconds (``time.monotonic``
     by default; ``qanat.testing.FakeClock`` in tests). The sync API may be used
-    from several threads; the async API from one event loop.
+    from several threads; the async API from one event loop (or several: it
+    shares the sync API's safety).
     """
 
     __slots__ = (
-        "_base", "_clock", "_counts", "_expiry", "_fast", "_fast_until", "_generation", "_interval",
+        "_base", "_clock", "_counts", "_epoch", "_expiry", "_generation", "_interval",
         "_is_excluded", "_is_successful", "_lock", "_max", "_on_change", "_open_message",
         "_period", "_ready", "_start", "_state", "_timeout", "_transitions", "_window",
         "name", "settings",
@@ -94,13 +109,23 @@ class CircuitBreaker:
         self._transitions: list[tuple[State, State]] = []
         self._state = _CLOSED
         self._generation = 0
+        self._epoch = Epoch(_CLOSED, 0, math.inf)  # a placeholder, never fast
         self._new_generation(clock())
 
     # -- the pure core: time is passed in ---------------------------------------------
 
     def allow(self, now: float) -> int | None:
         """Admit a call at ``now``: its ticket, or None when the breaker refuses it."""
-        ticket = self._admit(now)
+        epoch = self._epoch
+        if epoch.fast and (epoch.timeless or now <= epoch.until):
+            index = next(epoch.requests)
+            if epoch.fast:  # re-read after counting: another thread may clear it (see Epoch)
+                return epoch.ticket
+            ticket = self._late_admit(epoch, index, now)  # type: ignore[unreachable]
+        elif epoch.state is _OPEN and now <= epoch.until:
+            return None
+        else:
+            ticket = self._admit(now)
         return ticket if ticket >= 0 else None
 
     def before(self, now: float) -> int:
@@ -109,13 +134,29 @@ class CircuitBreaker:
         Raises ``CircuitOpenError`` (with ``retry_after``) when open and
         ``TooManyRequestsError`` when half-open and the trial quota is taken.
         """
-        ticket = self._admit(now)
+        epoch = self._epoch
+        if epoch.fast and (epoch.timeless or now <= epoch.until):
+            index = next(epoch.requests)
+            if epoch.fast:  # re-read after counting: another thread may clear it (see Epoch)
+                return epoch.ticket
+            ticket = self._late_admit(epoch, index, now)  # type: ignore[unreachable]
+        elif epoch.state is _OPEN and now <= epoch.until:
+            raise self._open_error(epoch.until - now)
+        else:
+            ticket = self._admit(now)
         if ticket < 0:
             raise self._refusal(ticket, now)
         return ticket
 
     def after(self, ticket: int, success: bool, now: float) -> None:
         """Settle an admitted call as a success or a failure; stale tickets are ignored."""
+        epoch = self._epoch
+        if success and epoch.fast and ticket == epoch.ticket \
+                and (epoch.timeless or now <= epoch.until):
+            index = next(epoch.successes)
+            if not epoch.fast:  # re-read after counting (see Epoch)
+                self._late_success(epoch, index, ticket, now)  # type: ignore[unreachable]
+            return
         self._settle(ticket, SUCCESS if success else FAILURE, now)
 
     def after_excluded(self, ticket: int, now: float) -> None:
@@ -135,6 +176,8 @@ class CircuitBreaker:
         now = self._clock() if now is None else now
         with self._lock:
             state = self._current(now)
+            if self._epoch.fast:
+                self._epoch.drain()
             open_ = state is _OPEN
             stats = BreakerStats(
                 self.name, state, self._counts.snapshot(), self._generation,
@@ -154,53 +197,41 @@ class CircuitBreaker:
     def counts(self) -> Counts:
         """A snapshot of the counts in the current window."""
         with self._lock:
+            if self._epoch.fast:
+                self._epoch.drain()
             return self._counts.snapshot()
 
     # -- wrappers: the effects ------------------------------------------------------------
 
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` through the breaker; its exceptions propagate."""
-        # _admit and _settle are inlined: on this hot path a Python call costs as much
-        # as the bookkeeping. On the fast path nothing depends on time: no clock read.
-        lock = self._lock
-        now = 0.0
-        lock.acquire()
-        try:
-            if self._fast:
-                self._counts.requests += 1
-                ticket = self._base
-            else:
-                now = self._clock()
-                if now <= self._fast_until:
-                    self._counts.requests += 1
-                    ticket = self._base
-                else:
-                    ticket = self._admit_slow(now)
-        finally:
-            lock.release()
-        if self._transitions:
-            self._flush()
+        # allow() and after() inlined: on this path a Python call costs as much as the
+        # bookkeeping. A timeless epoch (no interval, fixed window) reads no clock.
+        epoch = self._epoch
+        if epoch.fast and (epoch.timeless or self._clock() <= epoch.until):
+            index = next(epoch.requests)
+            ticket = epoch.ticket if epoch.fast else self._late_admit(epoch, index, None)
+        else:
+            now = self._clock()
+            if epoch.state is _OPEN and now <= epoch.until:
+                raise self._open_error(epoch.until - now)
+            ticket = self._admit(now)
         if ticket < 0:
-            raise self._refusal(ticket, now)
+            raise self._refusal(ticket, self._clock())
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             # BaseException too: a KeyboardInterrupt must not leak a half-open slot.
             self.after_exception(ticket, exc, self._clock())
             raise
-        lock.acquire()
-        try:
-            if ticket == self._base and (self._fast or (now := self._clock()) <= self._fast_until):
-                counts = self._counts
-                counts.total_successes += 1
-                counts.consecutive_successes += 1
-                counts.consecutive_failures = 0
-            else:
-                self._settle_slow(ticket, SUCCESS, self._clock())
-        finally:
-            lock.release()
-        if self._transitions:
-            self._flush()
+        epoch = self._epoch
+        if epoch.fast and ticket == epoch.ticket \
+                and (epoch.timeless or self._clock() <= epoch.until):
+            index = next(epoch.successes)
+            if not epoch.fast:  # re-read after counting (see Epoch)
+                self._late_success(epoch, index, ticket, self._clock())  # type: ignore[unreachable]
+        else:
+            self._settle(ticket, SUCCESS, self._clock())
         return result
 
     async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args,
@@ -210,15 +241,13 @@ class CircuitBreaker:
         A cancellation (e.g. a caller's timeout) counts as a failure unless
         ``is_excluded`` says otherwise, as gobreaker counts a panic.
         """
-        ticket = self._admit(None)
-        if ticket < 0:
-            raise self._refusal(ticket, self._clock())
+        ticket = self.before(self._clock())
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
             self.after_exception(ticket, exc, self._clock())
             raise
-        self._settle(ticket, SUCCESS, None)
+        self.after(ticket, True, self._clock())
         return result
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
@@ -232,9 +261,11 @@ class CircuitBreaker:
 
             return cast(Callable[P, R], async_wrapper)
 
+        call = self.call
+
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            return self.call(fn, *args, **kwargs)
+            return call(fn, *args, **kwargs)
 
         return wrapper
 
@@ -243,23 +274,36 @@ class CircuitBreaker:
 
     # -- internals (the lock is held where noted) --------------------------------------
 
-    def _admit(self, now: float | None) -> int:
-        """A ticket, or ``_REFUSED_OPEN`` / ``_REFUSED_FULL``; ``now=None`` reads the clock."""
+    def _admit(self, now: float) -> int:
+        """A ticket, or ``_REFUSED_OPEN`` / ``_REFUSED_FULL``, decided under the lock."""
         # acquire/release, not ``with``: half the cost on CPython 3.11.
         self._lock.acquire()
         try:
-            if self._fast:  # closed, fixed window, no interval: time does not matter
-                self._counts.requests += 1
-                ticket = self._base
-            else:
-                ticket = self._admit_slow(self._clock() if now is None else now)
+            ticket = self._admit_locked(now)
         finally:
             self._lock.release()
         if self._transitions:
             self._flush()
         return ticket
 
-    def _admit_slow(self, now: float) -> int:
+    def _late_admit(self, epoch: Epoch, index: int, now: float | None) -> int:
+        """An admission counted lock-free as ``epoch`` stopped being fast (see Epoch).
+
+        Counted in time (the epoch is still current, or drained it before retiring):
+        the call belongs to that epoch. Otherwise it is admitted afresh, which may refuse.
+        """
+        self._lock.acquire()
+        try:
+            if epoch is self._epoch or index < epoch.seen_requests:
+                return epoch.ticket
+            ticket = self._admit_locked(self._clock() if now is None else now)
+        finally:
+            self._lock.release()
+        if self._transitions:
+            self._flush()
+        return ticket
+
+    def _admit_locked(self, now: float) -> int:
         state = self._current(now)
         counts = self._counts
         if state is _OPEN:
@@ -272,31 +316,55 @@ class CircuitBreaker:
         self._window.on_request()
         return self._base + self._window.age
 
+    def _open_error(self, retry_after: float) -> CircuitOpenError:
+        # Built like Unavailable.__init__ does (args + retry_after), a fresh instance
+        # each time (callers add notes), without the Python-level __init__.
+        exc = _new_open(CircuitOpenError, self._open_message)
+        exc.retry_after = retry_after
+        return exc
+
     def _refusal(self, ticket: int, now: float) -> CircuitOpenError | TooManyRequestsError:
         if ticket == _REFUSED_OPEN:
-            # Built like Unavailable.__init__ does (args + retry_after) but without its
-            # Python-level __init__, which costs more than the rest of a refusal.
-            exc = CircuitOpenError.__new__(CircuitOpenError, self._open_message)
-            exc.retry_after = max(0.0, self._expiry - now)
-            return exc
+            return self._open_error(max(0.0, self._expiry - now))
         return TooManyRequestsError(
             f"circuit breaker {self.name!r} is half-open and its {self._max} trial "
             "call(s) are taken", retry_after=None)
 
-    def _settle(self, ticket: int, outcome: int, now: float | None) -> None:
+    def _late_success(self, epoch: Epoch, index: int, ticket: int, now: float) -> None:
+        """A success counted lock-free as ``epoch`` stopped being fast: settle it if missed."""
         self._lock.acquire()
         try:
-            if self._fast and ticket == self._base and outcome == SUCCESS:
-                counts = self._counts
-                counts.total_successes += 1
-                counts.consecutive_successes += 1
-                counts.consecutive_failures = 0
-            else:
-                self._settle_slow(ticket, outcome, self._clock() if now is None else now)
+            if epoch is self._epoch or index < epoch.seen_successes:
+                return  # drained with the epoch, or will be
+            self._settle_locked(ticket, SUCCESS, now)
         finally:
             self._lock.release()
         if self._transitions:
             self._flush()
+
+    def _settle(self, ticket: int, outcome: int, now: float) -> None:
+        self._lock.acquire()
+        try:
+            self._settle_locked(ticket, outcome, now)
+        finally:
+            self._lock.release()
+        if self._transitions:
+            self._flush()
+
+    def _settle_locked(self, ticket: int, outcome: int, now: float) -> None:
+        """Lock held. Pause the lock-free path while the counts are judged."""
+        epoch = self._epoch
+        paused = epoch.fast
+        if paused:
+            # Admissions that count from here on wait for the verdict (see _late_admit),
+            # so ready_to_trip sees every call admitted before this result, and no other.
+            epoch.fast = False
+            epoch.drain()
+        try:
+            self._settle_slow(ticket, outcome, now)
+        finally:
+            if paused and self._epoch is epoch:
+                epoch.fast = True
 
     def _settle_slow(self, ticket: int, outcome: int, now: float) -> None:
         state = self._current(now)
@@ -325,7 +393,9 @@ class CircuitBreaker:
             elif self._window is not None:
                 age = int((now - self._start) // self._period)
                 if age > self._window.age:
+                    self._epoch.retire(keep=True)
                     self._window.grow(age)
+                    self._epoch = self._make_epoch(age)
         elif state is _OPEN and now > self._expiry:
             self._set_state(_HALF_OPEN, now)
         return self._state
@@ -342,6 +412,7 @@ class CircuitBreaker:
 
     def _new_generation(self, now: float) -> None:
         """Lock held (or construction). Clear the counts and set the state's expiry."""
+        self._epoch.retire(keep=False)
         self._generation += 1
         self._base = self._generation * _SPAN
         self._start = now
@@ -355,10 +426,28 @@ class CircuitBreaker:
             self._expiry = now + self._interval
         else:
             self._expiry = math.inf
-        # Closed with a fixed window: until _fast_until only counting happens, no decision.
-        closed_fixed = self._state is _CLOSED and self._window is None
-        self._fast_until = self._expiry if closed_fixed else -math.inf
-        self._fast = closed_fixed and self._expiry == math.inf  # ... and the clock is not needed
+        self._epoch = self._make_epoch(0)
+
+    def _make_epoch(self, age: int) -> Epoch:
+        """Lock held. The epoch for bucket ``age`` of the current generation."""
+        state = self._state
+        if state is not _CLOSED:
+            return Epoch(state, self._base, self._expiry)  # never fast
+        window = self._window
+        if window is None:
+            return Epoch(state, self._base, self._expiry, (self._counts,))
+        bucket = window.buckets[age % len(window.buckets)]
+        return Epoch(state, self._base + age, self._bucket_end(age), (window.total, bucket))
+
+    def _bucket_end(self, age: int) -> float:
+        """The last clock time that ``_current`` still puts in bucket ``age``."""
+        start, period = self._start, self._period
+        end = start + (age + 1) * period
+        # Float rounding may put start + (age + 1) * period itself in bucket age + 1;
+        # step back so the fast path (now <= end) never counts past the bucket.
+        while int((end - start) // period) > age:
+            end = math.nextafter(end, -math.inf)
+        return end
 
     def _flush(self) -> None:
         """Run queued ``on_state_change`` callbacks, in order, outside the lock."""

@@ -7,6 +7,10 @@ Two shapes, both pure (time is passed in, nothing here sleeps or locks):
   sony/gobreaker v2 (``counter.go``): a result is credited to the bucket its
   request was admitted in, a result whose bucket already fell off the window
   is dropped, and a run of consecutive results loses the part that fell off.
+- ``Epoch``: the stretch of one breaker generation (and, with a rolling
+  window, one bucket of it) in which admissions and successes are counted
+  without a lock, on atomic counters that the breaker drains into its
+  ``Tally`` objects under its lock.
 - ``RollingWindow``: a count and a sum of hits over the last ``size`` buckets
   of ``width`` seconds each, as go-zero's ``collection.RollingWindow`` (used
   there by the Google SRE breaker).
@@ -14,6 +18,7 @@ Two shapes, both pure (time is passed in, nothing here sleeps or locks):
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -184,6 +189,64 @@ class RollingCounts:
         total.total_exclusions -= min(total.total_exclusions, oldest.total_exclusions)
 
 
+class Epoch:
+    """One generation of a breaker, or one bucket age of it: what its lock-free path reads.
+
+    ``state``, ``ticket`` and ``until`` never change. While ``fast`` is true the
+    breaker counts admissions and successes with ``next(requests)`` and
+    ``next(successes)``: under the GIL ``next`` on an ``itertools.count`` is one
+    atomic step, so no lock is taken. ``drain`` (under the breaker's lock) moves
+    what was counted into ``tallies`` and remembers the counters' positions in
+    ``seen_requests`` / ``seen_successes``, so a thread that counted *after* the
+    epoch was retired can tell, by the index ``next`` gave it, that it was missed.
+    """
+
+    __slots__ = ("fast", "requests", "seen_requests", "seen_successes", "state", "successes",
+                 "tallies", "ticket", "timeless", "until")
+
+    def __init__(self, state: object, ticket: int, until: float,
+                 tallies: tuple[Tally, ...] = ()) -> None:
+        self.state = state
+        self.ticket = ticket
+        self.until = until  # the fast path holds while now <= until
+        self.tallies = tallies  # empty: never fast (open, half-open)
+        self.fast = bool(tallies)
+        self.timeless = until == math.inf  # no clock read needed on the fast path
+        self.requests = itertools.count()
+        self.successes = itertools.count()
+        self.seen_requests = self.seen_successes = -1
+
+    def drain(self) -> None:
+        """Add what was counted lock-free since the last drain to the tallies (lock held).
+
+        Successes are read first: a success counted here had its request counted
+        before it, so a drain never shows more results than requests.
+        """
+        s = next(self.successes)
+        r = next(self.requests)
+        successes = s - self.seen_successes - 1
+        requests = r - self.seen_requests - 1
+        self.seen_successes, self.seen_requests = s, r
+        for tally in self.tallies:
+            tally.requests += requests
+            if successes:
+                # Lock-free successes all came after the last locked update: one run.
+                tally.total_successes += successes
+                tally.consecutive_successes += successes
+                tally.consecutive_failures = 0
+
+    def retire(self, keep: bool) -> None:
+        """Stop the lock-free path for good (lock held); ``keep`` drains, else counts are void."""
+        if not self.fast:
+            return  # paused (already drained) or never fast
+        self.fast = False
+        if keep:
+            self.drain()
+        else:
+            self.seen_successes = next(self.successes)
+            self.seen_requests = next(self.requests)
+
+
 class RollingWindow:
     """A count of events and of hits over the last ``size`` buckets of ``width`` seconds.
 
@@ -247,4 +310,6 @@ class RollingWindow:
         return self._total_count, self._total_hits
 
 
-__all__ = ["EXCLUDED", "FAILURE", "SUCCESS", "Counts", "RollingCounts", "RollingWindow", "Tally"]
+__all__ = [
+    "EXCLUDED", "FAILURE", "SUCCESS", "Counts", "Epoch", "RollingCounts", "RollingWindow", "Tally",
+]
