@@ -53,7 +53,10 @@ class HttpProtocol(asyncio.Protocol):
         self._in_head = False
         self._current: Request | None = None  # the request whose body is being parsed
         self._queue: deque[Request | RequestRejected] = deque()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[None] | None = None  # serves this connection's requests
+        self._next: asyncio.Future[None] | None = None  # the task waits here between requests
+        self._busy = False  # a request is being answered
         self._error: RequestRejected | None = None
         self._closing = False  # no more parsing
         self._pipe_paused = False
@@ -229,7 +232,7 @@ class HttpProtocol(asyncio.Protocol):
             self._reject(RequestRejected(408, "the request head did not arrive in time"))
         elif kind == BODY:
             self._reject(RequestRejected(408, "the request body stalled"))
-        elif self._task is None:
+        elif not self._busy:
             self.close()  # idle keep-alive, or a connection that never sent a byte
 
     def _pause_body(self) -> None:
@@ -260,7 +263,7 @@ class HttpProtocol(asyncio.Protocol):
             self._transport.write(_CONTINUE)
 
     def close_if_idle(self) -> None:
-        if self._task is None and not self._in_head:
+        if not self._busy and not self._in_head:
             self.close()
 
     def close(self) -> None:
@@ -296,38 +299,62 @@ class HttpProtocol(asyncio.Protocol):
 
     def _enqueue(self, item: Request | RequestRejected) -> None:
         self._queue.append(item)
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-        elif len(self._queue) > self._limits.max_pipelined and not self._pipe_paused:
-            self._pipe_paused = True
-            self._set_reading()
+        if self._busy:
+            if len(self._queue) > self._limits.max_pipelined and not self._pipe_paused:
+                self._pipe_paused = True
+                self._set_reading()
+            return
+        self._busy = True
+        wake = self._next
+        if wake is not None:
+            self._next = None
+            wake.set_result(None)
+        elif self._task is None:
+            self._task = self._loop.create_task(self._run())
 
     async def _run(self) -> None:
+        """Answer queued requests in order for the life of the connection.
+
+        One task per connection, not one per request: between keep-alive
+        requests it waits on a future, which costs less than a new task
+        (no coroutine, no registration in asyncio's task set).
+        """
         try:
-            while self._queue:
-                item = self._queue.popleft()
-                if self._pipe_paused and len(self._queue) <= self._limits.max_pipelined // 2:
-                    self._pipe_paused = False
-                    self._set_reading()
-                if isinstance(item, RequestRejected):
-                    reply = problem(item.status, item.detail, request_id_for(self._headers),
-                                    close=True)
-                    self._srv.rejected[item.status] = self._srv.rejected.get(item.status, 0) + 1
-                    await write_reply(self, None, reply, keep=False)
-                    self.linger()
+            while True:
+                if not await self._drain_queue() or self._closing:
                     return
-                if not await self._serve(item):
-                    body = item.body
-                    unread = body is not None and (not body.done or body.error is not None)
-                    if unread or self._queue or self._error is not None:
-                        self.linger()
-                    else:
-                        self.close()
-                    return
+                self._busy = False
+                if not self._in_head:
+                    self._arm(IDLE, self._limits.idle_timeout)
+                self._next = self._loop.create_future()
+                await self._next
         finally:
             self._task = None
-        if not self._closing and not self._in_head:
-            self._arm(IDLE, self._limits.idle_timeout)
+            self._busy = False
+
+    async def _drain_queue(self) -> bool:
+        """Answer everything queued; False once the connection is to be closed."""
+        while self._queue:
+            item = self._queue.popleft()
+            if self._pipe_paused and len(self._queue) <= self._limits.max_pipelined // 2:
+                self._pipe_paused = False
+                self._set_reading()
+            if isinstance(item, RequestRejected):
+                reply = problem(item.status, item.detail, request_id_for(self._headers),
+                                close=True)
+                self._srv.rejected[item.status] = self._srv.rejected.get(item.status, 0) + 1
+                await write_reply(self, None, reply, keep=False)
+                self.linger()
+                return False
+            if not await self._serve(item):
+                body = item.body
+                unread = body is not None and (not body.done or body.error is not None)
+                if unread or self._queue or self._error is not None:
+                    self.linger()
+                else:
+                    self.close()
+                return False
+        return True
 
     async def _serve(self, req: Request) -> bool:
         try:

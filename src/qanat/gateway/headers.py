@@ -10,7 +10,7 @@ Context (traceparent); APISIX request-id (keep a valid incoming id, else make on
 
 from __future__ import annotations
 
-import os
+import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -66,9 +66,17 @@ def valid_request_id(value: bytes) -> bool:
     return _REQUEST_ID.fullmatch(value) is not None
 
 
+# Ids come from the ``random`` module, not ``os.urandom``: a request or trace id
+# must be unique, not secret (W3C Trace Context asks for random, not
+# cryptographic, trace ids), and ``os.urandom`` costs a getrandom(2) syscall per
+# call on the hot path. ``random`` reseeds itself in a forked child, so workers
+# forked from one parent do not repeat each other's ids.
+_bits = random.getrandbits
+
+
 def new_request_id() -> bytes:
     """A fresh 32-hex-digit request id (128 random bits)."""
-    return os.urandom(16).hex().encode()
+    return b"%032x" % _bits(128)
 
 
 def request_id_for(headers: HeaderList) -> bytes:
@@ -88,10 +96,9 @@ def next_traceparent(incoming: bytes | None) -> tuple[bytes, bool]:
     if incoming is not None:
         m = _TRACEPARENT.fullmatch(incoming.strip())
         if m is not None and m.group(1) != _ZERO_TRACE and m.group(2) != _ZERO_SPAN:
-            span = os.urandom(8).hex().encode()
-            return b"00-" + m.group(1) + b"-" + span + b"-" + m.group(3), True
-    ids = os.urandom(24).hex().encode()
-    return b"00-" + ids[:32] + b"-" + ids[32:] + b"-01", False
+            return b"00-%s-%016x-%s" % (m.group(1), _bits(64) or 1, m.group(3)), True
+    # all-zero ids are invalid (W3C Trace Context §3.2.2.3, §3.2.2.4): never make one
+    return b"00-%032x-%016x-01" % (_bits(128) or 1, _bits(64) or 1), False
 
 
 def forward_request_headers(

@@ -10,7 +10,9 @@ complete-looking wrong one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Generator
+from typing import TYPE_CHECKING, Any
 
 from qanat.gateway.filters import Reply
 from qanat.gateway.problem import reason_phrase
@@ -21,6 +23,9 @@ if TYPE_CHECKING:
 
 _CLOSE = b"connection: close\r\n"
 _CHUNKED = b"transfer-encoding: chunked\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+_NO_BODY = frozenset((204, 304))
+READY_BYTES = 64 * 1024  # at most this much body is gathered to go out with the head
 _STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
 
 
@@ -36,14 +41,19 @@ def status_line(status: int, reason: bytes) -> bytes:
 
 
 async def write_reply(conn: HttpProtocol, req: Request | None, reply: Reply, *, keep: bool) -> bool:
-    """Write ``reply`` on ``conn``; return whether the connection stays open."""
+    """Write ``reply`` on ``conn``; return whether the connection stays open.
+
+    The head and every body byte already at hand go out in one ``write``: a
+    complete body, or the chunks a stream can give without waiting (see
+    ``take_ready``). A small proxied response thus costs one send(2).
+    """
     transport = conn.transport
     if transport is None or transport.is_closing():
         await _release(reply)
         return False
     status = reply.status
     head_only = req is not None and req.method == b"HEAD"
-    bodiless = head_only or status in (204, 304) or status < 200
+    bodiless = head_only or status in _NO_BODY or status < 200
     parts = [status_line(status, reply.reason)]
     has_length = False
     for name, value in reply.headers:
@@ -51,12 +61,13 @@ async def write_reply(conn: HttpProtocol, req: Request | None, reply: Reply, *, 
             if reply.body is not None:
                 continue  # we set it from the body below
             has_length = True
-        parts.append(name + b": " + value + b"\r\n")
+        parts += (name, b": ", value, b"\r\n")
+    stream = None if bodiless else reply.stream
     chunked = False
     if reply.body is not None:
-        if status not in (204, 304) and status >= 200:
+        if status not in _NO_BODY and status >= 200:
             parts.append(b"content-length: %d\r\n" % len(reply.body))
-    elif reply.stream is not None and not bodiless and not has_length:
+    elif stream is not None and not has_length:
         if req is not None and req.version == "1.1":
             chunked = True
             parts.append(_CHUNKED)
@@ -65,29 +76,123 @@ async def write_reply(conn: HttpProtocol, req: Request | None, reply: Reply, *, 
     if not keep:
         parts.append(_CLOSE)
     parts.append(b"\r\n")
-    if reply.body is not None and not bodiless:
-        parts.append(reply.body)
-    transport.write(b"".join(parts))
-    if reply.stream is None or bodiless:
+    if stream is None:
+        if reply.body is not None and not bodiless:
+            parts.append(reply.body)
+        transport.write(b"".join(parts))
         await _release(reply)
         return keep
     try:
-        async for chunk in reply.stream:
-            if not chunk:
-                continue
-            if chunked:
-                transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
-            else:
-                transport.write(chunk)
-            await conn.drain()
-        if chunked:
-            transport.write(b"0\r\n\r\n")
+        return await _write_stream(conn, transport, stream, parts, chunked, keep)
     except Exception:
         conn.abort()  # truncated: the client must not take it for a whole response
         return False
     finally:
         await _release(reply)
+
+
+async def _write_stream(
+    conn: HttpProtocol, transport: asyncio.Transport, stream: AsyncIterator[bytes],
+    parts: list[bytes], chunked: bool, keep: bool,
+) -> bool:
+    ready, pending, ended = take_ready(stream, READY_BYTES)
+    for chunk in ready:
+        _frame(parts, chunk, chunked)
+    if ended and chunked:
+        parts.append(_LAST_CHUNK)
+    transport.write(b"".join(parts))
+    if ended:
+        return keep
+    if pending is not None:
+        try:
+            first = await pending
+        except StopAsyncIteration:
+            if chunked:
+                transport.write(_LAST_CHUNK)
+            return keep
+        _send(transport, first, chunked)
+        await conn.drain()
+    async for chunk in stream:
+        _send(transport, chunk, chunked)
+        await conn.drain()
+    if chunked:
+        transport.write(_LAST_CHUNK)
     return keep
+
+
+def _frame(parts: list[bytes], chunk: bytes, chunked: bool) -> None:
+    if chunk:
+        if chunked:
+            parts += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
+        else:
+            parts.append(chunk)
+
+
+def _send(transport: asyncio.Transport, chunk: bytes, chunked: bool) -> None:
+    if chunk:
+        if chunked:
+            transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))  # no copy of chunk
+        else:
+            transport.write(chunk)
+
+
+def take_ready(
+    stream: AsyncIterator[bytes], limit: int
+) -> tuple[list[bytes], Awaitable[bytes] | None, bool]:
+    """The chunks ``stream`` yields without waiting, up to about ``limit`` bytes.
+
+    Returns ``(chunks, pending, ended)``. Each ``__anext__`` is run eagerly,
+    the way Python 3.12's eager tasks run a coroutine: up to its first
+    suspension. If it finishes at once its chunk is taken; if it suspends,
+    ``pending`` carries it on and must be awaited for the next chunk
+    (StopAsyncIteration at the end); ``ended`` says the stream finished. A
+    body that arrived with its head is so taken whole, without a trip through
+    the event loop. Errors raised by the stream propagate.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        step = stream.__anext__().__await__()
+        try:
+            yielded = step.send(None)
+        except StopIteration as done:
+            chunk: bytes = done.value
+            chunks.append(chunk)
+            size += len(chunk)
+            continue
+        except StopAsyncIteration:
+            return chunks, None, True
+        return chunks, _Resume(step, yielded), False
+    return chunks, None, False
+
+
+class _Resume:
+    """Awaiting this continues a step that ``take_ready`` started and that suspended."""
+
+    __slots__ = ("_step", "_yielded")
+
+    def __init__(self, step: Generator[Any, Any, bytes], yielded: Any) -> None:
+        self._step = step
+        self._yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, bytes]:
+        step, value = self._step, self._yielded
+        while True:
+            try:
+                sent = yield value  # the future it waits on goes to our task, as with await
+            except GeneratorExit:
+                step.close()
+                raise
+            except BaseException as exc:  # cancellation, or an error thrown in by the task
+                try:
+                    value = step.throw(exc)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+            else:
+                try:
+                    value = step.send(sent)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
 
 
 async def _release(reply: Reply) -> None:
@@ -96,4 +201,4 @@ async def _release(reply: Reply) -> None:
         await release()
 
 
-__all__ = ["write_reply"]
+__all__ = ["READY_BYTES", "status_line", "take_ready", "write_reply"]
