@@ -72,6 +72,11 @@ class ControlServer:
             writer.close()
             self._active.discard(task)
 
+    @property
+    def answering(self) -> int:
+        """Requests being answered now."""
+        return len(self._active)
+
     async def aclose(self, grace: float = 5.0) -> None:
         """Stop listening, finish the answers under way (at most ``grace`` s), remove the file."""
         if self._server is not None:

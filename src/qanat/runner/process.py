@@ -186,6 +186,8 @@ class Supervised:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
+        if proc is not None and proc.returncode is not None:
+            self.last_exit = proc.returncode
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
