@@ -112,25 +112,33 @@ def keep_since(changes: list[ConfigChange], start_revision: int) -> list[ConfigC
     return sorted((c for c in changes if c.revision >= start_revision), key=lambda c: c.revision)
 
 
-def instance_to_json(instance: Instance) -> str:
-    """Encode an instance as compact JSON (the wire and storage format of every backend)."""
-    return json.dumps(
-        {
-            "id": instance.id,
-            "service": instance.service,
-            "address": instance.address,
-            "port": instance.port,
-            "tags": list(instance.tags),
-            "metadata": dict(instance.metadata),
-            "weight": instance.weight,
-            "version": instance.version,
-            "zone": instance.zone,
-            "health": instance.health.value,
-            "enabled": instance.enabled,
-        },
-        separators=(",", ":"),
-        sort_keys=True,
-    )
+def instance_to_json(instance: Instance, output: str = "") -> str:
+    """Encode an instance as compact JSON (the wire and storage format of every backend).
+
+    ``output`` (the last health check's output, as given to ``set_health``) is
+    stored only when not empty, under ``"output"``.
+    """
+    data: dict[str, Any] = {
+        "id": instance.id,
+        "service": instance.service,
+        "address": instance.address,
+        "port": instance.port,
+        "tags": list(instance.tags),
+        "metadata": dict(instance.metadata),
+        "weight": instance.weight,
+        "version": instance.version,
+        "zone": instance.zone,
+        "health": instance.health.value,
+        "enabled": instance.enabled,
+    }
+    if output:
+        data["output"] = output
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def output_from_json(text: str) -> str:
+    """The check output stored by ``instance_to_json`` ("" when none)."""
+    return str(json.loads(text).get("output", ""))
 
 
 def instance_from_json(text: str) -> Instance:

@@ -20,9 +20,16 @@ from typing import Any, Self
 
 from aetcd import rpc
 
-from qanat.backends._common import check_instance, check_name, check_ttl, instance_from_json
+from qanat.backends._common import (
+    check_instance,
+    check_name,
+    check_ttl,
+    instance_from_json,
+    output_from_json,
+)
 from qanat.backends._common import instance_to_json as _to_json
-from qanat.backends._etcd import ConnectionClosed, EtcdConnection, WatchCompacted, watch_batches
+from qanat.backends._etcd import EtcdConnection
+from qanat.backends._etcd_registry_watch import list_service, watch_service
 from qanat.backends._etcd_util import (
     Backoff,
     cancel_task,
@@ -31,7 +38,7 @@ from qanat.backends._etcd_util import (
     prefix_end,
     put_op,
 )
-from qanat.errors import BackendError, BackendUnreachable, Conflict, NotFound
+from qanat.errors import BackendError, Conflict, NotFound
 from qanat.ports import Health, Instance
 
 _UPDATE_ATTEMPTS = 16
@@ -44,6 +51,7 @@ class _Lease:
     instance: Instance
     ttl: float
     lease_id: int = 0
+    attached: bool = False  # the key is on this lease, as of our last put or renewal
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task[None] | None = None
 
@@ -100,6 +108,7 @@ class EtcdRegistry:
         )
         await self._conn.call("kvstub", "Put", put, action)
         lease.lease_id = int(granted.ID)
+        lease.attached = True
 
     async def _keepalive(self, lease: _Lease) -> None:
         """Renew every ttl/3; re-register when etcd lost the lease; ride out outages."""
@@ -125,24 +134,35 @@ class EtcdRegistry:
     async def _refresh_copy(self, lease: _Lease) -> None:
         """Remember health/enabled as etcd has them, for a later re-registration."""
         kv = await self._get(lease.instance.service, lease.instance.id, "renewing a lease")
-        if kv is not None and kv.lease == lease.lease_id:
+        lease.attached = kv is not None and kv.lease == lease.lease_id
+        if lease.attached:
             # A value someone else garbled must not kill the keepalive: keep our copy.
             with contextlib.suppress(ValueError, KeyError):
                 lease.instance = instance_from_json(kv.value.decode())
 
-    async def _revoke(self, lease_id: int) -> None:
+    async def _revoke(self, lease_id: int) -> bool:
+        """Revoke a lease (its keys go with it); False if etcd refused (e.g. already gone)."""
         # A lease that is already gone is fine: revoking it is idempotent for us.
-        with contextlib.suppress(BackendError):
+        try:
             req = rpc.LeaseRevokeRequest(ID=lease_id)
             await self._conn.call("leasestub", "LeaseRevoke", req, "revoking a lease")
+        except BackendError:
+            return False
+        return True
 
     async def deregister(self, service: str, instance_id: str) -> None:
-        """Remove the instance (a no-op if absent) and stop renewing it if we own it."""
+        """Remove the instance (a no-op if absent) and stop renewing it if we own it.
+
+        When the key is on our own lease, revoking the lease deletes it: one
+        round trip. Otherwise (not ours, or someone re-registered it under
+        another lease, as our last renewal saw) the key is deleted as well.
+        """
         self._check_open()
         lease = self._leases.pop((service, instance_id), None)
         if lease is not None:
             await cancel_task(lease.task)
-            await self._revoke(lease.lease_id)
+            if await self._revoke(lease.lease_id) and lease.attached:
+                return
         req = rpc.DeleteRangeRequest(key=self._key(service, instance_id))
         action = f"deregistering {service}/{instance_id}"
         await self._conn.call("kvstub", "DeleteRange", req, action)
@@ -153,14 +173,7 @@ class EtcdRegistry:
         return found.kvs[0] if found.kvs else None
 
     async def _list(self, service: str) -> tuple[dict[str, Instance], int]:
-        prefix = f"{self._root}{service}/".encode()
-        req = rpc.RangeRequest(key=prefix, range_end=prefix_end(prefix))
-        found = await self._conn.call("kvstub", "Range", req, f"listing service {service!r}")
-        by_id = {}
-        for kv in found.kvs:
-            inst = instance_from_json(kv.value.decode())
-            by_id[inst.id] = inst
-        return by_id, int(found.header.revision)
+        return await list_service(self._conn, self._root, service)
 
     async def discover(self, service: str, *, healthy_only: bool = True) -> list[Instance]:
         """The service's live instances sorted by id; only routable ones unless told otherwise."""
@@ -184,14 +197,30 @@ class EtcdRegistry:
     ) -> None:
         """Record what the checks say; raises ``NotFound`` if the instance is not registered."""
         health = Health(health)
-        await self._update(service, instance_id, lambda i: replace(i, health=health))
+        await self._update(service, instance_id, lambda i: replace(i, health=health), output)
 
     async def set_enabled(self, service: str, instance_id: str, enabled: bool) -> None:
         """Record what an operator says; raises ``NotFound`` if the instance is not registered."""
-        await self._update(service, instance_id, lambda i: replace(i, enabled=bool(enabled)))
+        on = bool(enabled)
+        await self._update(service, instance_id, lambda i: replace(i, enabled=on), None)
+
+    async def outputs(self, service: str) -> dict[str, str]:
+        """The last ``set_health`` output of each instance of ``service``, by id."""
+        self._check_open()
+        check_name(service, "service")
+        prefix = f"{self._root}{service}/".encode()
+        req = rpc.RangeRequest(key=prefix, range_end=prefix_end(prefix))
+        found = await self._conn.call("kvstub", "Range", req, f"listing service {service!r}")
+        return {
+            kv.key[len(prefix) :].decode(): output_from_json(kv.value.decode()) for kv in found.kvs
+        }
 
     async def _update(
-        self, service: str, instance_id: str, change: Callable[[Instance], Instance]
+        self,
+        service: str,
+        instance_id: str,
+        change: Callable[[Instance], Instance],
+        output: str | None,
     ) -> None:
         """Read-modify-write the instance under its own lease, retrying lost races."""
         self._check_open()
@@ -203,10 +232,12 @@ class EtcdRegistry:
                     raise NotFound(
                         f"no instance {instance_id!r} of service {service!r} is registered"
                     )
-                inst = change(instance_from_json(kv.value.decode()))
+                old = kv.value.decode()
+                inst = change(instance_from_json(old))
+                kept = output_from_json(old) if output is None else output
                 txn = rpc.TxnRequest(
                     compare=[compare_mod(kv.key, kv.mod_revision)],
-                    success=[put_op(kv.key, _to_json(inst).encode(), kv.lease)],
+                    success=[put_op(kv.key, _to_json(inst, kept).encode(), kv.lease)],
                 )
                 done = await self._conn.call("kvstub", "Txn", txn, f"updating {kv.key!r}")
                 if done.succeeded:
@@ -225,40 +256,11 @@ class EtcdRegistry:
         """
         self._check_open()
         check_name(service, "service")
-        prefix = f"{self._root}{service}/".encode()
-        state: dict[str, Instance] | None
-        state, revision = await self._list(service)
-        last = _snapshot(state)
-        yield last
-        backoff = Backoff()
-        while not self._closed:
-            endpoint = self._conn.current
-            try:
-                if state is None:  # compacted or reset: start again from a fresh listing
-                    state, revision = await self._list(service)
-                    if (snap := _snapshot(state)) != last:
-                        last = snap
-                        yield snap
-                start = revision + 1
-                async with contextlib.aclosing(
-                    watch_batches(self._conn, prefix, prefix_end(prefix), start, prev_kv=False)
-                ) as batches:
-                    async for events in batches:
-                        revision = _apply(state, events)
-                        backoff.reset()
-                        if (snap := _snapshot(state)) != last:
-                            last = snap
-                            yield snap
-                return  # the stream ends quietly only when the registry is closed
-            except WatchCompacted:
-                state = None
-            except ConnectionClosed:
-                return
-            except BackendUnreachable:
-                if self._conn.closed:  # close() ended the stream under us
-                    return
-                self._conn.failed(endpoint)
-                await asyncio.sleep(backoff.next())
+        async with contextlib.aclosing(
+            watch_service(self._conn, self._root, service, lambda: self._closed)
+        ) as snapshots:
+            async for snapshot in snapshots:
+                yield snapshot
 
     async def close(self, *, deregister: bool = True) -> None:
         """Stop every keepalive; deregister what this object registered unless told not to.
@@ -275,23 +277,6 @@ class EtcdRegistry:
             if deregister:
                 await self._revoke(lease.lease_id)
         await self._conn.close()
-
-
-def _snapshot(state: dict[str, Instance]) -> list[Instance]:
-    return [state[i] for i in sorted(state)]
-
-
-def _apply(state: dict[str, Instance], events: list[Any]) -> int:
-    """Apply one watch response's events to ``state``; return the last revision seen."""
-    revision = 0
-    for event in events:
-        iid = event.kv.key.decode().rsplit("/", 1)[1]
-        if event.type == rpc.Event.DELETE:
-            state.pop(iid, None)
-        else:
-            state[iid] = instance_from_json(event.kv.value.decode())
-        revision = int(event.kv.mod_revision)
-    return revision
 
 
 __all__ = ["EtcdRegistry"]
