@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import select
 import stat
 import time
@@ -36,18 +37,18 @@ from qanat.errors import ConfigError
 from qanat.gateway.metrics import Outcome
 
 _LINE = (
-    '{"time":"%s.%03dZ","request_id":%s,"client":%s,"method":%s,"path":%s,"route":%s,'
+    '{"time":"%s.%03dZ","request_id":"%s","client":"%s","method":"%s","path":%s,"route":%s,'
     '"upstream":%s,"instance":%s,"status":%d,"bytes":%d,"duration_ms":%.3f,"error":%s}\n'
 )
 _FLUSH_AT = 64 * 1024
 _PIPE_BUF = getattr(select, "PIPE_BUF", 512)
-_UNSAFE = frozenset('"\\') | frozenset(chr(c) for c in range(32)) | {"\x7f"}
+_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\\x7f-\U0010ffff]').search
 
 
 def _q(value: str) -> str:
     """``value`` as a JSON string; the common case (plain ASCII) skips ``json.dumps``."""
-    if value.isascii() and not (_UNSAFE.intersection(value)):
-        return f'"{value}"'
+    if _NEEDS_ESCAPE(value) is None:
+        return '"' + value + '"'
     return json.dumps(value)
 
 
@@ -67,6 +68,7 @@ class AccessLog:
         self._size = 0
         self._second = -1
         self._stamp = ""
+        self._quoted: dict[str, str] = {}
 
     @classmethod
     def open(cls, spec: str) -> AccessLog:
@@ -88,10 +90,15 @@ class AccessLog:
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        # request id ([A-Za-z0-9._-] or hex), client (an IP) and method (a token) need
+        # no escaping; route, upstream and instance repeat, so their quoting is cached
+        q = self._quoted
         line = _LINE % (
-            self._stamp, int((o.started - second) * 1000), _q(o.request_id), _q(o.client),
-            _q(o.method), _q(o.path), _q(o.route), _q(o.upstream), _q(o.instance), o.status,
-            o.bytes, o.duration * 1000.0, "null" if o.error is None else _q(o.error),
+            self._stamp, int((o.started - second) * 1000), o.request_id, o.client, o.method,
+            _q(o.path), q.get(o.route) or self._quote(o.route),
+            q.get(o.upstream) or self._quote(o.upstream),
+            q.get(o.instance) or self._quote(o.instance), o.status, o.bytes,
+            o.duration * 1000.0, "null" if o.error is None else self._quote(o.error),
         )
         if not self._lines:
             try:
@@ -104,6 +111,12 @@ class AccessLog:
         self._size += len(line)
         if self._size >= _FLUSH_AT:
             self.flush()
+
+    def _quote(self, value: str) -> str:
+        if len(self._quoted) >= 4096:  # instance addresses churn: keep the cache bounded
+            self._quoted.clear()
+        quoted = self._quoted[value] = _q(value)
+        return quoted
 
     def flush(self) -> None:
         """Write every buffered line now."""
