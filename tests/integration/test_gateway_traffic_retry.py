@@ -197,3 +197,42 @@ async def test_concurrency_limit_answers_503_when_full(pair: list[Backend]) -> N
         await second.close()
         await gw.aclose(timeout=1)
 
+
+
+async def test_an_empty_retry_budget_refuses_the_retry(pair: list[Backend]) -> None:
+    """With a budget of 0 % and no minimum, the 503 is passed on and nothing is retried."""
+    a, b = pair
+    a.behave = lambda s: 503
+    gw = await _gateway([{"name": "r", "upstream": static(a, b),
+                          "retry": {"budget_percent": 0, "min_retry_concurrency": 0}}])
+    client = await RawClient.connect(gw.port)
+    try:
+        assert (await client.request(get("/x"))).status == 503
+        assert a.count() == 1 and b.count() == 0
+        state = snapshot(gw._state[1], time.monotonic())["r"]
+        assert state.retry_budget is not None and state.retry_budget.refused == 1
+    finally:
+        await client.close()
+        await gw.aclose(timeout=1)
+
+
+async def test_a_streamed_body_over_the_buffer_bound_is_not_resent(pair: list[Backend]) -> None:
+    """A PUT streamed past max_buffered_body and reset upstream is answered 502, sent once.
+
+    (A body that arrived whole with its head is already in memory: always replayable.)
+    """
+    a, b = pair
+    a.behave = b.behave = lambda s: RESET
+    gw = await _gateway([{"name": "r", "upstream": static(a, b),
+                          "retry": {"max_buffered_body": 1024, "retry_on": ["reset"]}}])
+    client = await RawClient.connect(gw.port)
+    try:
+        await client.send(b"PUT /doc HTTP/1.1\r\nHost: gw\r\nContent-Length: 4096\r\n\r\n"
+                          + b"y" * 1000)
+        await asyncio.wait_for(a.heads.wait(), 10)  # the upload is streaming to a
+        await client.send(b"y" * 3096)
+        assert (await client.response()).status == 502
+        assert a.count() + b.count() == 1
+    finally:
+        await client.close()
+        await gw.aclose(timeout=1)

@@ -41,7 +41,8 @@ class Backend:
     name: str
     behave: Callable[[Seen], int] = field(default=always(200))
     seen: list[Seen] = field(default_factory=list)
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # a whole request came in
+    heads: asyncio.Event = field(default_factory=asyncio.Event)  # a request head came in
     server: asyncio.Server | None = None
     port: int = 0
     transports: set[asyncio.Transport] = field(default_factory=set)
@@ -95,6 +96,9 @@ class _Protocol(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode().lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.backend.heads.set()
 
     def on_body(self, chunk: bytes) -> None:
         self.body.append(chunk)
