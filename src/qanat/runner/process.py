@@ -114,7 +114,9 @@ class Supervised:
             self.restarts += 1
             if self.restarts >= CRASH_LOOP and not self._was_ready:
                 self._crash_loop.set()
-            tail = "".join(f"\n    | {line}" for line in log_tail(self.spec.log_path))
+            # An exit status is the program's own failure (a traceback); a signal came from outside.
+            lines = log_tail(self.spec.log_path) if code > 0 else []
+            tail = "".join(f"\n    | {line}" for line in lines)
             self.notify(
                 self.spec.name,
                 f"exited with {_describe_exit(code)}; restarting in {delay:g}s "

@@ -62,6 +62,9 @@ class Supervisor:
         self.topology = topology
         self.notify = notify
         self.gateway_port = topology.gateway.port if gateway_port is None else gateway_port
+        self._port_source = (
+            f"{topology.root / 'qanat.yaml'}: gateway.port" if gateway_port is None else "--port"
+        )
         self._groups: dict[str, list[Supervised]] = {}
         self._draining: set[str] = set()  # names of instances stopping after a scale-down
         self._lock = asyncio.Lock()
@@ -148,7 +151,7 @@ class Supervisor:
             raise ConfigError(
                 f"the gateway's address {host}:{self.gateway_port} {what}; stop what holds it "
                 "or pick another port with 'qanat up --port N' (0 picks a free one)",
-                source=f"{self.topology.root / 'qanat.yaml'}: gateway.port",
+                source=self._port_source,
             ) from None
 
     async def start(self) -> None:
