@@ -3,17 +3,21 @@
 Subclass ``ConfigStoreContract`` in a ``test_*.py`` module, name the subclass
 ``Test...`` and implement ``make_config_store`` (a fresh, empty namespace on
 each call). Implement ``make_second_config_store`` to run the cross-client
-tests.
+tests. A backend whose history is not bounded by writes alone (etcd keeps
+every revision until compacted) overrides ``forget_history`` and, if that
+must not touch a shared server, the ``compacting_store`` fixture.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from tests.contract.helpers import Collector
+from tests.contract.helpers import DEADLINE, Collector
 
-from qanat.errors import ConfigError
+from qanat.backends._common import HISTORY_LIMIT
+from qanat.errors import ConfigError, WatchCompacted
 from qanat.ports import ChangeType, ConfigChange, ConfigStore
 
 ADDED, MODIFIED, DELETED = ChangeType.ADDED, ChangeType.MODIFIED, ChangeType.DELETED
@@ -47,6 +51,14 @@ class ConfigStoreContract:
         other = await self.make_second_config_store(store)
         yield other
         await other.close()
+
+    @pytest.fixture
+    async def compacting_store(self, store: ConfigStore) -> ConfigStore:
+        """The store ``forget_history`` may compact (by default: the test's own store)."""
+        return store
+
+    async def forget_history(self, store: ConfigStore, revision: int) -> None:
+        """Drop history before ``revision`` if writing past the kept history does not."""
 
     async def live_watch(
         self, store: ConfigStore, key: str, *, prefix: bool = False
@@ -276,6 +288,29 @@ class ConfigStoreContract:
             assert summary(watch.items) == [("shared", "mine", "theirs", MODIFIED)]
             entry = await other_store.get("shared")
             assert entry is not None and entry.revision == watch.items[0].revision
+        finally:
+            await watch.close()
+
+    async def test_replay_from_before_the_kept_history_raises_watch_compacted(
+        self, compacting_store: ConfigStore
+    ) -> None:
+        """A replay needing changes no longer kept raises WatchCompacted, never skips them."""
+        store = compacting_store
+        revisions = [await store.set("k", str(n)) for n in range(HISTORY_LIMIT + 5)]
+        await store.set("other", "x")
+        await self.forget_history(store, revisions[-1])
+        for key, prefix in (("k", False), ("", True)):
+            watch = store.watch(key, prefix=prefix, start_revision=revisions[0])
+            with pytest.raises(WatchCompacted) as caught:
+                await asyncio.wait_for(anext(watch), DEADLINE)
+            await watch.aclose()
+            compact_revision = caught.value.compact_revision
+            assert revisions[0] < compact_revision <= revisions[-1]
+        watch = Collector(store.watch("k", start_revision=compact_revision))
+        try:
+            items = await watch.wait_for(lambda c: bool(c) and c[-1].revision == revisions[-1])
+            assert [c.revision for c in items] == [r for r in revisions if r >= compact_revision]
+            assert items[-1].new_value == str(HISTORY_LIMIT + 4)
         finally:
             await watch.close()
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import aetcd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from tests.contract.config_contract import MODIFIED, ConfigStoreContract
 from tests.contract.registry_contract import RegistryContract
-from tests.integration.conftest import unique_prefix
+from tests.integration.conftest import PrivateEtcd, unique_prefix
 
 from qanat.backends import open_config_store, open_registry
 from qanat.backends._common import HISTORY_LIMIT
@@ -51,6 +53,22 @@ class TestEtcdConfigStore(ConfigStoreContract):
 
     async def make_second_config_store(self, first: ConfigStore) -> ConfigStore:
         return await open_config_store(self.url)
+
+    @pytest.fixture
+    async def compacting_store(self, private_etcd: PrivateEtcd) -> AsyncIterator[ConfigStore]:
+        """A store on a private etcd: compacting the shared one would disturb other tests."""
+        self.compact_endpoint = private_etcd.endpoint
+        store = await open_config_store(private_etcd.url())
+        yield store
+        await store.close()
+
+    async def forget_history(self, store: ConfigStore, revision: int) -> None:
+        host, port = self.compact_endpoint.rsplit(":", 1)
+        client = aetcd.Client(host, int(port), timeout=5)
+        try:
+            await client.compact(revision, physical=True)
+        finally:
+            await client.close()
 
 
 # -- etcd-specific behaviour beyond the contract ---------------------------------

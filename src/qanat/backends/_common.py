@@ -13,11 +13,20 @@ import math
 from typing import Any
 from urllib.parse import urlsplit
 
-from qanat.errors import ConfigError
+from qanat.errors import ConfigError, WatchCompacted
 from qanat.ports import ConfigChange, Health, Instance
 
 HISTORY_LIMIT = 100
 """Changes kept per config key (``history`` and ``start_revision`` replay reach this far)."""
+
+COMPACT_DELETED_AFTER = 1000
+"""Store revisions after which a deleted key's change log is dropped (memory, SQLite).
+
+The bound on the log of keys that no longer exist: once a key has stayed
+deleted for this many revisions, its history goes (``history`` returns
+nothing for it), and a watch asking to replay from at or before that
+deletion raises ``WatchCompacted``, as etcd does after a compaction.
+"""
 
 MIN_TTL = 1.0
 """Shortest lease TTL accepted, in seconds (etcd's minimum lease TTL is 1 s too)."""
@@ -105,6 +114,20 @@ def check_limit(limit: int) -> int:
 def matches(watched: str, prefix: bool, key: str) -> bool:
     """Whether a change to ``key`` concerns a watch on ``watched`` (plain prefix, as etcd)."""
     return key.startswith(watched) if prefix else key == watched
+
+
+def compacted_error(
+    key: str, prefix: bool, start_revision: int, floor: int, where: str
+) -> WatchCompacted:
+    """The error for a watch that asks to replay from at or before ``floor`` (the highest
+    revision no longer kept for what it watches)."""
+    what = f"keys under {key!r}" if prefix else f"key {key!r}"
+    return WatchCompacted(
+        f"{where} cannot replay {what} from revision {start_revision}: changes up to "
+        f"{floor} are no longer kept; re-read with get/get_all and watch from "
+        f"start_revision={floor + 1} or later",
+        compact_revision=floor + 1,
+    )
 
 
 def keep_since(changes: list[ConfigChange], start_revision: int) -> list[ConfigChange]:

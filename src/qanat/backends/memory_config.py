@@ -2,8 +2,11 @@
 
 Re-exported by ``qanat.backends.memory``; see that module for namespaces.
 Revisions are store-wide (one counter per namespace, as in etcd); each key
-keeps its last 100 changes, which is how far ``history`` and a watch's
-``start_revision`` replay reach.
+keeps its last 100 changes, and a deleted key's changes are dropped once it
+has stayed deleted for 1,000 revisions (``COMPACT_DELETED_AFTER``). That is
+how far ``history`` and a watch's ``start_revision`` replay reach; a replay
+that would need a dropped change raises ``WatchCompacted`` (as etcd does
+after compaction) instead of silently skipping it.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from dataclasses import dataclass, field
 from typing import Self
 
 from qanat.backends._common import (
+    COMPACT_DELETED_AFTER,
     HISTORY_LIMIT,
     check_key,
     check_limit,
     check_revision,
     check_value,
+    compacted_error,
     keep_since,
     matches,
     memory_namespace,
@@ -35,6 +40,9 @@ class _ConfigState:
     revision: int = 0
     entries: dict[str, ConfigEntry] = field(default_factory=dict)
     history: dict[str, deque[ConfigChange]] = field(default_factory=dict)
+    trimmed: dict[str, int] = field(default_factory=dict)  # key -> newest revision dropped
+    compacted: int = 0  # newest revision dropped with a deleted key's whole history
+    deletions: deque[ConfigChange] = field(default_factory=deque)  # to compact, oldest first
     watchers: list[tuple[str, bool, asyncio.Queue[ConfigChange | None]]] = field(
         default_factory=list
     )
@@ -49,18 +57,48 @@ class _ConfigState:
             self.entries[key] = ConfigEntry(key, value, self.revision)
             kind = ChangeType.ADDED if old is None else ChangeType.MODIFIED
         change = ConfigChange(key, old.value if old else None, value, kind, self.revision)
-        self.history.setdefault(key, deque(maxlen=HISTORY_LIMIT)).append(change)
+        kept = self.history.setdefault(key, deque(maxlen=HISTORY_LIMIT))
+        if len(kept) == HISTORY_LIMIT:
+            self.trimmed[key] = kept[0].revision  # about to fall off the end
+        kept.append(change)
+        if kind is ChangeType.DELETED:
+            self.deletions.append(change)
+        self._compact()
         for watched, prefix, queue in self.watchers:
             if matches(watched, prefix, key):
                 queue.put_nowait(change)
         return self.revision
+
+    def _compact(self) -> None:
+        """Drop the history of keys deleted ``COMPACT_DELETED_AFTER`` revisions ago."""
+        cutoff = self.revision - COMPACT_DELETED_AFTER
+        while self.deletions and self.deletions[0].revision <= cutoff:
+            gone = self.deletions.popleft()
+            kept = self.history.get(gone.key)
+            if gone.key not in self.entries and kept and kept[-1] is gone:
+                del self.history[gone.key]
+                self.trimmed.pop(gone.key, None)
+                self.compacted = max(self.compacted, gone.revision)
+
+    def replay(self, key: str, prefix: bool, start_revision: int) -> list[ConfigChange]:
+        """The kept changes since ``start_revision``; ``WatchCompacted`` if some are gone."""
+        floor = max(
+            (r for k, r in self.trimmed.items() if matches(key, prefix, k)),
+            default=0,
+        )
+        floor = max(floor, self.compacted)
+        if floor and start_revision <= floor:
+            raise compacted_error(key, prefix, start_revision, floor, "the memory store")
+        logged = [c for k, changes in self.history.items() if matches(key, prefix, k)
+                  for c in changes]  # fmt: skip
+        return keep_since(logged, start_revision)
 
 
 _CONFIGS: dict[str, _ConfigState] = {}
 
 
 class MemoryConfigStore:
-    """A ``ConfigStore`` held in this process, with the last 100 changes kept per key."""
+    """A ``ConfigStore`` held in this process; see the module docstring for what is kept."""
 
     def __init__(self, namespace: str | None = None) -> None:
         if namespace is None:
@@ -138,13 +176,7 @@ class MemoryConfigStore:
             seen = 0
             if start_revision is not None:
                 check_revision(start_revision, "start_revision")
-                logged = [
-                    c
-                    for k, changes in self._state.history.items()
-                    if matches(key, prefix, k)
-                    for c in changes
-                ]
-                for change in keep_since(logged, start_revision):
+                for change in self._state.replay(key, prefix, start_revision):
                     seen = change.revision
                     yield change
             while (live := await queue.get()) is not None:

@@ -2,13 +2,25 @@
 
 Every write is one ``BEGIN IMMEDIATE`` transaction that bumps the store-wide
 revision (a counter row), updates ``config_entries`` and appends to
-``config_log`` — the change log that serves ``history`` and watches. The log
-keeps the last 100 changes of each key (older ones are trimmed in the same
-transaction), so ``history`` and ``start_revision`` replay reach that far.
+``config_log`` — the change log that serves ``history`` and watches. What the
+log keeps, so ``history`` and ``start_revision`` replay reach that far:
 
-A watch remembers the last revision it delivered and, whenever the change
-feed (polled every 25 ms) says the revision moved, reads the log after it:
-changes made by any process reach it in order, and none is skipped.
+- the last 100 changes of each key: older ones are trimmed in the same
+  transaction, and ``config_trimmed`` remembers the newest revision trimmed
+  per key;
+- a deleted key's changes until it has stayed deleted for 1,000 revisions
+  (``COMPACT_DELETED_AFTER``): each write looks at the deletions that just
+  crossed that age and drops the whole log of each key that is still deleted
+  (a few rows per write, amortised); the ``config_compacted`` counter is the
+  newest revision so dropped.
+
+So the log holds at most 100 rows per live key plus those of keys deleted in
+the last 1,000 revisions. A watch remembers how far it has read and, whenever
+the change feed (polled every 25 ms) says the revision moved, reads the log
+after that point: changes made by any process reach it in order. If changes
+it still needs were trimmed or compacted (a replay from too far back, or a
+watcher more than 100 changes of one key behind) it raises
+``WatchCompacted`` rather than skip them.
 """
 
 from __future__ import annotations
@@ -19,17 +31,21 @@ from functools import partial
 from typing import Self
 
 from qanat.backends._common import (
+    COMPACT_DELETED_AFTER,
     HISTORY_LIMIT,
     check_key,
     check_limit,
     check_revision,
     check_value,
+    compacted_error,
 )
-from qanat.backends.sqlite_db import ChangeFeed, SqliteDb, bump, counter
+from qanat.backends.sqlite_db import ChangeFeed, SqliteDb, bump, counter, set_counter
 from qanat.errors import BackendError
 from qanat.ports import ChangeType, ConfigChange, ConfigEntry
 
 _COUNTER = "config"
+_COMPACTED = "config_compacted"  # newest revision dropped with a deleted key's whole log
+_SCANNED = "config_compact_scan"  # deletions up to this revision have been considered
 _COLUMNS = "key, old_value, new_value, type, revision"
 
 
@@ -63,26 +79,61 @@ def _write(conn: sqlite3.Connection, *, key: str, value: str | None, expected: i
         f"INSERT INTO config_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
         (key, old, value, kind.value, revision),
     )
-    conn.execute(  # keep the newest HISTORY_LIMIT changes of this key
+    trimmed = conn.execute(  # keep the newest HISTORY_LIMIT changes of this key
         "DELETE FROM config_log WHERE key = ? AND revision <= (SELECT revision FROM config_log "
-        "WHERE key = ? ORDER BY revision DESC LIMIT 1 OFFSET ?)",
+        "WHERE key = ? ORDER BY revision DESC LIMIT 1 OFFSET ?) RETURNING revision",
         (key, key, HISTORY_LIMIT),
-    )
+    ).fetchall()
+    if trimmed:
+        conn.execute(
+            "INSERT INTO config_trimmed (key, revision) VALUES (?, ?) ON CONFLICT (key) "
+            "DO UPDATE SET revision = max(revision, excluded.revision)",
+            (key, max(r for (r,) in trimmed)),
+        )
+    _compact(conn, revision)
     return revision
+
+
+def _compact(conn: sqlite3.Connection, revision: int) -> None:
+    """Drop the logs of keys deleted ``COMPACT_DELETED_AFTER`` revisions ago and still gone."""
+    cutoff = revision - COMPACT_DELETED_AFTER
+    scanned = counter(conn, _SCANNED)
+    if cutoff <= scanned:
+        return
+    compacted = counter(conn, _COMPACTED)
+    deletions = conn.execute(
+        "SELECT key, revision FROM config_log WHERE revision > ? AND revision <= ? "
+        "AND type = 'deleted'",
+        (scanned, cutoff),
+    ).fetchall()
+    for key, deleted_at in deletions:
+        last = conn.execute("SELECT max(revision) FROM config_log WHERE key = ?", (key,))
+        if last.fetchone()[0] != deleted_at:
+            continue  # written again since: the key's log lives on
+        if conn.execute("SELECT 1 FROM config_entries WHERE key = ?", (key,)).fetchone():
+            continue
+        conn.execute("DELETE FROM config_log WHERE key = ?", (key,))
+        conn.execute("DELETE FROM config_trimmed WHERE key = ?", (key,))
+        compacted = max(compacted, deleted_at)
+    set_counter(conn, _COMPACTED, compacted)
+    set_counter(conn, _SCANNED, cutoff)
 
 
 def _log_after(
     conn: sqlite3.Connection, *, key: str, prefix: bool, after: int
-) -> list[ConfigChange]:
-    """Logged changes to ``key`` (or under it) with a revision above ``after``, oldest first."""
-    select = f"SELECT {_COLUMNS} FROM config_log WHERE revision > ?"
-    if prefix:
-        rows = conn.execute(
-            f"{select} AND substr(key, 1, ?) = ? ORDER BY revision", (after, len(key), key)
-        )
-    else:
-        rows = conn.execute(f"{select} AND key = ? ORDER BY revision", (after, key))
-    return [_change(row) for row in rows]
+) -> tuple[list[ConfigChange], int]:
+    """Logged changes to ``key`` (or under it) after revision ``after``, oldest first, and
+    the store revision they run up to; ``WatchCompacted`` if some are no longer kept."""
+    match, args = ("substr(key, 1, ?) = ?", (len(key), key)) if prefix else ("key = ?", (key,))
+    trimmed = conn.execute(f"SELECT max(revision) FROM config_trimmed WHERE {match}", args)
+    floor = max(trimmed.fetchone()[0] or 0, counter(conn, _COMPACTED))
+    if floor > after:
+        raise compacted_error(key, prefix, after + 1, floor, "the SQLite store")
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM config_log WHERE revision > ? AND {match} ORDER BY revision",
+        (after, *args),
+    )
+    return [_change(row) for row in rows], counter(conn, _COUNTER)
 
 
 class SqliteConfigStore:
@@ -175,14 +226,16 @@ class SqliteConfigStore:
                 event.clear()
                 read = partial(_log_after, key=key, prefix=prefix, after=seen)
                 try:
-                    changes = await self._db.read(read)
+                    changes, head = await self._db.read(read)
                 except BackendError:
                     if self.closed:
                         return
                     raise
                 for change in changes:
-                    seen = change.revision
                     yield change
+                # Everything up to `head` that concerns us has been delivered, so a
+                # compaction of older, unrelated revisions cannot fail a live watch.
+                seen = max(seen, head)
                 if not changes:
                     await event.wait()
         finally:

@@ -107,6 +107,15 @@ def bump(conn: sqlite3.Connection, counter: str) -> int:
     return int(row[0])
 
 
+def set_counter(conn: sqlite3.Connection, name: str, value: int) -> None:
+    """Set the named counter in ``qanat_meta`` to ``value``."""
+    conn.execute(
+        "INSERT INTO qanat_meta (name, value) VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        (name, value),
+    )
+
+
 def counter(conn: sqlite3.Connection, name: str) -> int:
     """The current value of the named counter (0 if never bumped)."""
     row = conn.execute("SELECT value FROM qanat_meta WHERE name = ?", (name,)).fetchone()
