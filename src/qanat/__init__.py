@@ -79,6 +79,14 @@ from qanat.errors import (
     Unavailable,
     WatchCompacted,
 )
+from qanat.gateway import (
+    Gateway,
+    RouteConfig,
+    register_filter,
+)
+from qanat.gateway import (
+    Limits as GatewayLimits,
+)
 from qanat.http import (
     ConnectError as UpstreamConnectError,
 )
@@ -191,6 +199,8 @@ __all__ = [
     "Endpoint",
     "EndpointLike",
     "FakeClock",
+    "Gateway",
+    "GatewayLimits",
     "Health",
     "HealthChecker",
     "HttpPool",
@@ -221,6 +231,7 @@ __all__ = [
     "RetryPolicy",
     "Retrying",
     "RoundRobin",
+    "RouteConfig",
     "Service",
     "ServiceClient",
     "SlidingWindow",
@@ -249,5 +260,6 @@ __all__ = [
     "open_registry",
     "parse_retry_after",
     "rate_limit_headers",
+    "register_filter",
     "retry",
 ]

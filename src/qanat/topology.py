@@ -83,6 +83,7 @@ class GatewaySpec(_Strict):
     admin_port: int | None = Field(default=None, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     routes: list[dict[str, Any]] = Field(default_factory=list)
+    limits: dict[str, Any] = Field(default_factory=dict)  # gateway.hardening.Limits fields
 
 
 class Topology(_Strict):

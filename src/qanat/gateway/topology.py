@@ -67,6 +67,7 @@ def plan_from_topology(path: str | Path, **overrides: Any) -> GatewayPlan:
         port=spec.port,
         admin_port=spec.admin_port,
         workers=spec.workers,
+        limits=dict(spec.limits),
     )
     return _override(plan, overrides)
 
