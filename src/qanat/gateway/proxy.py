@@ -39,7 +39,7 @@ from qanat.gateway.headers import forward_request_headers, forward_response_head
 from qanat.gateway.problem import problem
 from qanat.gateway.resilience import InstanceState, call_error, retry_allowed
 from qanat.gateway.routing import Route
-from qanat.gateway.upstream import Refusal, Upstream
+from qanat.gateway.upstream import Pick, Refusal, Upstream
 from qanat.http import HttpPool, PoolOverloaded, UpstreamError, UpstreamResponse, UpstreamTimeout
 
 _NO_BODY_STATUS = frozenset((204, 304))
@@ -177,50 +177,60 @@ class Proxy:
         start = clock()
         deadline = start + rt.total_timeout
         tried: list[str] = []
-        retrying = False
-        while True:
-            now = clock()
-            choice = upstream.choose(ex.headers, tried, now)
-            if isinstance(choice, Refusal):
-                if retrying:
+        reserved = False  # a retry the budget granted is under way
+        try:
+            while True:
+                now = clock()
+                choice = upstream.choose(ex.headers, tried, now)
+                if isinstance(choice, Refusal):
+                    return _refusal(ex, choice, name)
+                tried.append(choice.target.id)
+                resp, exc = await self._try(upstream, choice, ex.method, target_path, headers,
+                                            body, min(rt.timeout, deadline - now))
+                if reserved:
                     rt.budget.retry_finished()
-                return _refusal(ex, choice, name)
-            tried.append(choice.target.id)
-            try:
-                resp = await self._pool.request(
-                    method=ex.method, host=choice.target.host, port=choice.target.port,
-                    target=target_path, headers=headers, body=body,
-                    timeout=min(rt.timeout, deadline - now),
-                )
-            except Exception as exc:
-                end = clock()
-                err = exc if isinstance(exc, UpstreamError) else None
-                upstream.settle(choice, call_error(err) if err else None, end - now, end)
-                if retrying:
-                    rt.budget.retry_finished()
-                    retrying = False
-                if err is not None and policy is not None and retry_allowed(
-                        policy, ex.method, again, error=err):
-                    delay = self._backoff(rt, policy, len(tried), start, deadline, end)
-                    if delay is not None:
-                        await self._sleep(delay)
-                        retrying = True
-                        continue
-                return self._failure(ex, exc, name)
-            end = clock()
-            upstream.settle(choice, resp.status, end - now, end)
-            if retrying:
+                    reserved = False
+                if policy is not None:
+                    err = exc if isinstance(exc, UpstreamError) else None
+                    status = resp.status if resp is not None and resp.status >= 300 else None
+                    if (err or status) and retry_allowed(policy, ex.method, again, status, err):
+                        delay = self._backoff(rt, policy, len(tried), start, deadline, clock())
+                        if delay is not None:
+                            reserved = True
+                            if resp is not None:
+                                await resp.aclose()
+                            await self._sleep(delay)
+                            continue
+                if resp is None:
+                    assert exc is not None
+                    return self._failure(ex, exc, name)
+                return _reply(ex, resp, rt.route)
+        finally:
+            if reserved:  # cancelled while waiting to retry
                 rt.budget.retry_finished()
-                retrying = False
-            if policy is not None and resp.status >= 300 and retry_allowed(
-                    policy, ex.method, again, status=resp.status):
-                delay = self._backoff(rt, policy, len(tried), start, deadline, end)
-                if delay is not None:
-                    await resp.aclose()
-                    await self._sleep(delay)
-                    retrying = True
-                    continue
-            return _reply(ex, resp, rt.route)
+
+    async def _try(self, upstream: Upstream, choice: Pick, method: bytes, target: bytes,
+                   headers: HeaderList, body: bytes | AsyncIterable[bytes] | None,
+                   timeout: float) -> tuple[UpstreamResponse | None, Exception | None]:
+        """One try; its pick is settled exactly once, however it ends."""
+        clock = self._clock
+        start = clock()
+        try:
+            resp = await self._pool.request(
+                method=method, host=choice.target.host, port=choice.target.port, target=target,
+                headers=headers, body=body, timeout=timeout,
+            )
+        except Exception as exc:
+            end = clock()
+            outcome = call_error(exc) if isinstance(exc, UpstreamError) else None
+            upstream.settle(choice, outcome, end - start, end)
+            return None, exc
+        except BaseException:  # cancelled (client gone, shutdown): free the breaker slot
+            upstream.settle(choice, None, 0.0, clock())
+            raise
+        end = clock()
+        upstream.settle(choice, resp.status, end - start, end)
+        return resp, None
 
     def _backoff(self, rt: RouteRuntime, policy: RetryPolicy, attempts: int, start: float,
                  deadline: float, now: float) -> float | None:

@@ -260,9 +260,13 @@ class Upstream:
         failure was not the instance's (our own queue was full).
         """
         self.health.settle(pick.target.id, pick.ticket, outcome, now)
-        if pick.balancer is not None:
-            ok = isinstance(outcome, int) and outcome < 500
-            pick.balancer.done(pick.target, ok, latency, now)
+        if pick.balancer is None:
+            return
+        if outcome is None:  # nothing learned: an observation at -inf weighs nothing
+            pick.balancer.done(pick.target, True, 0.0, -math.inf)
+        else:
+            pick.balancer.done(pick.target, isinstance(outcome, int) and outcome < 500,
+                               latency, now)
 
     def state(self, now: float) -> tuple[InstanceState, ...]:
         """Every known instance with its breaker state and ejection (read-only)."""
