@@ -2,21 +2,25 @@
 
 Run: ``python benchmarks/gateway/gateway_target.py --port 0 --upstream 127.0.0.1:8001
 [--stack plain|full]``. First it prints one ``info KEY VALUE`` line per fact
-the driver needs (``info filters jwt,rate_limit`` and, when JWT is on, ``info
+the driver needs (``info stack ...`` and, for the full stack, ``info
 header Authorization: Bearer ...``), then, once listening, ``listening on
 127.0.0.1:PORT``.
 
-``plain`` is a prefix route with no filters. ``full`` adds, in order, every
-filter of ``FULL_STACK`` that is registered in this build (JWT, rate limit,
-circuit breaker, metrics, tracing), each configured so that every request
-passes (a rate far above what one core can serve); the ``info filters`` line
-says which were found, so a table never claims a stack it did not run.
+``plain`` is a prefix route with no filters. ``full`` turns on what a
+production route runs: the ``jwt`` filter (HS256; wrk sends a valid token),
+``rate_limit`` (GCRA keyed by the JWT subject, a rate far above what one core
+serves, so every request is admitted but the limiter runs), a circuit
+breaker on the upstream, the Prometheus metrics observer, and trace context
+(wrk sends a ``traceparent``, the gateway keeps the trace and makes a new
+span id). Whatever this build lacks is left out, and the ``info stack`` line
+says what ran, so a table never claims a stack it did not run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import importlib
 import sys
@@ -26,13 +30,17 @@ from typing import Any
 from qanat.gateway.app import Gateway
 from qanat.gateway.filters import _REGISTRY
 
+try:  # the platform helper's metrics observer
+    from qanat.gateway.metrics import GatewayMetrics
+except ImportError:  # pragma: no cover - an older build
+    GatewayMetrics = None  # type: ignore[assignment,misc]
+
 # Modules that register filters when imported (the "traffic" and "platform" helpers').
-FILTER_MODULES = (
-    "qanat.gateway.filters_auth", "qanat.gateway.filters_ratelimit",
-    "qanat.gateway.filters_traffic", "qanat.gateway.resilience", "qanat.gateway.metrics",
-    "qanat.gateway.accesslog",
-)
-JWT_SECRET = "benchmark-secret-benchmark-secret-0123456789"
+FILTER_MODULES = ("qanat.gateway.filters_auth", "qanat.gateway.filters_ratelimit",
+                  "qanat.gateway.filters_traffic")
+JWT_SECRET = b"benchmark-secret-benchmark-secret-0123456789"
+# A valid incoming trace context: the gateway keeps the trace and makes its own span.
+TRACEPARENT = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 def _jwt() -> tuple[dict[str, Any], str]:
@@ -40,48 +48,60 @@ def _jwt() -> tuple[dict[str, Any], str]:
 
     token = jwt.encode({"sub": "bench", "iss": "bench", "aud": "gw", "exp": 4_000_000_000},
                        JWT_SECRET, algorithm="HS256")
-    config = {"secret": JWT_SECRET, "algorithms": ["HS256"], "issuer": "bench", "audience": "gw"}
+    config = {"algorithms": ["HS256"], "issuer": "bench", "audience": "gw",
+              "keys": [{"alg": "HS256", "secret_base64": base64.b64encode(JWT_SECRET).decode()}]}
     return config, f"Authorization: Bearer {token}"
 
 
-# name candidates (first registered wins) -> config factory returning (config, extra header)
-FULL_STACK: tuple[tuple[tuple[str, ...], Callable[[], tuple[dict[str, Any], str | None]]], ...] = (
-    (("jwt", "jwt_auth"), _jwt),
-    (("rate_limit", "ratelimit"), lambda: ({"rate": 1_000_000, "burst": 1_000_000}, None)),
-    (("circuit_breaker", "breaker"), lambda: ({}, None)),
-    (("metrics", "prometheus"), lambda: ({}, None)),
-    (("tracing", "trace", "opentelemetry"), lambda: ({}, None)),
+# (name, config factory returning (config, extra wrk header or None)), in route order
+FULL_FILTERS: tuple[tuple[str, Callable[[], tuple[dict[str, Any], str | None]]], ...] = (
+    ("jwt", _jwt),
+    # far above what one core serves: every request is admitted, the limiter still runs
+    ("rate_limit", lambda: ({"rate": 10_000_000, "burst": 10_000_000, "key": "subject"}, None)),
 )
 
 
-def full_filters() -> tuple[list[dict[str, Any]], list[str]]:
-    """The ``full`` route's filter list from what is registered, and the extra wrk headers."""
+def full_stack() -> tuple[dict[str, Any], list[str], list[str]]:
+    """Route fields, wrk headers and a description of what the full stack has in this build."""
     for module in FILTER_MODULES:
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
-    filters: list[dict[str, Any]] = []
-    headers: list[str] = []
-    for names, make in FULL_STACK:
-        name = next((n for n in names if n in _REGISTRY), None)
-        if name is None:
-            continue
-        config, header = make()
-        filters.append({"name": name, "config": config})
-        if header:
-            headers.append(header)
-    return filters, headers
+    fields: dict[str, Any] = {"filters": [], "upstream": {}}
+    headers = [TRACEPARENT]
+    have = ["tracing (traceparent kept, new span id)"]
+    for name, make in FULL_FILTERS:
+        if name in _REGISTRY:
+            config, header = make()
+            fields["filters"].append({"name": name, "config": config})
+            have.append(name)
+            if header:
+                headers.append(header)
+    fields["upstream"]["breaker"] = {"consecutive_failures": 5, "timeout": "30s"}
+    have.append("breaker")
+    if GatewayMetrics is not None:
+        have.append("metrics")
+    return fields, headers, have
 
 
 async def serve(host: str, port: int, upstream: str, stack: str) -> None:
-    filters, headers = full_filters() if stack == "full" else ([], [])
-    route = {
+    route: dict[str, Any] = {
         "name": stack,
         "match": {"prefix": "/"},
         "upstream": {"kind": "static", "targets": [{"url": f"http://{upstream}"}]},
-        "filters": filters,
     }
-    gateway = Gateway([route])
-    print(f"info filters {','.join(f['name'] for f in filters) or '-'}", flush=True)
+    headers: list[str] = []
+    observers: list[Any] = []  # the metrics observer joins once the gateway exists
+    metered = False
+    if stack == "full":
+        fields, headers, have = full_stack()
+        route["filters"] = fields["filters"]
+        route["upstream"].update(fields["upstream"])
+        print(f"info stack {', '.join(have)}", flush=True)
+        metered = GatewayMetrics is not None
+    gateway = Gateway([route], observers=observers if metered else None)
+    if metered:
+        gw = gateway
+        observers.append(GatewayMetrics(gw.stats, lambda: gw.in_flight))
     for header in headers:
         print(f"info header {header}", flush=True)
     await gateway.start(host, port)

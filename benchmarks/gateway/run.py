@@ -171,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         addrs = start_all(procs, workdir, args, pin)
         for name in ("qanat full",):
             if name in procs.info:
-                found = [ln.removeprefix("info filters ") for ln in procs.info[name]
-                         if ln.startswith("info filters ")]
-                notes.append(f"{name} filters: {found[0] if found else '-'}")
+                found = [ln.removeprefix("info stack ") for ln in procs.info[name]
+                         if ln.startswith("info stack ")]
+                notes.append(f"{name}: {found[0] if found else '-'}")
         for name in args.targets:
             addr, headers = addrs[name]
             if args.warmup > 0:

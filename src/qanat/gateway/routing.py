@@ -76,6 +76,8 @@ class Route:
         """True when the method and every header matcher accept the request."""
         if self.methods is not None and method not in self.methods:
             return False
+        if not self.header_matchers:
+            return True  # the common route: no generator to build per request
         return all(m.accepts(headers) for m in self.header_matchers)
 
     def rewrite(self, path: bytes) -> bytes:
@@ -176,13 +178,22 @@ def _add(tier: _Tier, route: Route) -> None:
         tier.prefixes.setdefault(prefix, []).append(route)
 
 
+_HOSTS: dict[bytes, bytes] = {}  # Host value -> route_host(value); a gateway sees few
+
+
 def route_host(authority: bytes) -> bytes:
     """The host part of a Host value, lower-cased, without port or trailing dot."""
+    host = _HOSTS.get(authority)
+    if host is not None:
+        return host
     if authority.startswith(b"["):
-        return authority[: authority.find(b"]") + 1].lower()
-    colon = authority.rfind(b":")
-    host = authority[:colon] if colon >= 0 else authority
-    return host.rstrip(b".").lower()
+        host = authority[: authority.find(b"]") + 1].lower()
+    else:
+        colon = authority.rfind(b":")
+        host = (authority[:colon] if colon >= 0 else authority).rstrip(b".").lower()
+    if len(_HOSTS) < 1024:  # clients choose Host: bound what they can make us keep
+        _HOSTS[authority] = host
+    return host
 
 
 def compile_routes(configs: Sequence[RouteConfig]) -> RouteTable:
