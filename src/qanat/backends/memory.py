@@ -210,6 +210,13 @@ class MemoryRegistry:
         self._state.purge()
         return sorted(self._state.records)
 
+    async def outputs(self, service: str) -> dict[str, str]:
+        """The last ``set_health`` output of each live instance of ``service``, by id."""
+        self._check_open()
+        self._state.purge()
+        by_id = self._state.records.get(service, {})
+        return {iid: by_id[iid].output for iid in sorted(by_id)}
+
     def _record(self, service: str, instance_id: str) -> _Record:
         self._state.purge()
         rec = self._state.records.get(service, {}).get(instance_id)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from qanat.backends import open_config_store
 from qanat.backends.memory import MemoryConfigStore
 from qanat.errors import BackendUnreachable, ConfigError, Timeout
-from qanat.ports import ConfigChange, ConfigStore
+from qanat.ports import ConfigChange, ConfigEntry, ConfigStore
 from qanat.runtime.typed_config import BoundConfig, decode_value, nest, validate
 
 P = "config/orders"
@@ -140,13 +140,20 @@ def test_model_must_be_frozen() -> None:
 
 async def test_start_loads_and_converts_values(store: MemoryConfigStore) -> None:
     """Plain strings are converted by pydantic, str fields are verbatim, JSON lists decode."""
-    for key, value in {"timeout": "2.5", "retries": "7", "mode": "fast", "name": "123",
-                       "hosts": '["a", "b"]', "db/host": "db1"}.items():
+    for key, value in {
+        "timeout": "2.5",
+        "retries": "7",
+        "mode": "fast",
+        "name": "123",
+        "hosts": '["a", "b"]',
+        "db/host": "db1",
+    }.items():
         await store.set(f"{P}/{key}", value)
     await store.set("config/orders-other/retries", "oops")  # a sibling prefix is not ours
     bound = await started(store)
-    assert bound.current == Settings(timeout=2.5, retries=7, mode="fast", name="123",
-                                     hosts=("a", "b"), db=Db(host="db1"))
+    assert bound.current == Settings(
+        timeout=2.5, retries=7, mode="fast", name="123", hosts=("a", "b"), db=Db(host="db1")
+    )
     await bound.close()
 
 
@@ -188,8 +195,10 @@ async def test_invalid_change_is_rejected_and_old_config_stays(
     assert (bound.last_error.key, bound.last_error.value) == (f"{P}/retries", "lots")
     assert bound.last_error.revision == rev
     assert "valid integer" in bound.last_error.reason
-    assert any("config/orders/retries" in r.getMessage() and "'lots'" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "config/orders/retries" in r.getMessage() and "'lots'" in r.getMessage()
+        for r in caplog.records
+    )
     assert seen.empty()
     await store.set(f"{P}/retries", "6")  # fixing the key applies again and clears the error
     old, new = await next_pair(seen)
@@ -284,3 +293,38 @@ async def test_works_on_the_sqlite_store(tmp_path: Path) -> None:
     await bound.close()
     await writer.close()
     await store.close()
+
+
+class CountingLoads(MemoryConfigStore):
+    """The real memory store, counting ``get_all`` calls (each is a full load of a prefix)."""
+
+    loads = 0
+
+    async def get_all(self, prefix: str) -> dict[str, ConfigEntry]:
+        self.loads += 1
+        return await super().get_all(prefix)
+
+
+async def test_follows_the_watch_when_the_store_compacted_past_the_last_load() -> None:
+    """A prefix last written before a compaction is followed by its watch, not by reloads."""
+    from qanat.backends._common import COMPACT_DELETED_AFTER
+
+    store = CountingLoads()
+    await store.set(f"{P}/retries", "5")
+    await store.set("elsewhere/gone", "x")
+    await store.delete("elsewhere/gone")
+    for n in range(COMPACT_DELETED_AFTER):  # ages the deletion out: it is compacted
+        await store.set("elsewhere/filler", str(n))
+    bound = BoundConfig(store, P, Settings)
+    try:
+        assert (await bound.start()).retries == 5
+        revision = await store.set(f"{P}/retries", "7")
+        await bound.wait_for_revision(revision)
+        loads = store.loads  # the start, and one reload after WatchCompacted
+        for value in ("8", "9"):
+            revision = await store.set(f"{P}/retries", value)
+            await bound.wait_for_revision(revision)
+        assert bound.current.retries == 9
+        assert store.loads == loads <= 2
+    finally:
+        await bound.close()
