@@ -32,24 +32,23 @@ from typing import Any
 
 from qanat.gateway import admin
 from qanat.gateway.config import RouteConfig, ServiceUpstream, parse_routes
-from qanat.gateway.filters import Exchange, Handler, Reply, build_filter, chain
+from qanat.gateway.filters import Exchange, Filter, Handler, Reply
 from qanat.gateway.hardening import Limits, RequestRejected, split_target
 from qanat.gateway.headers import request_id_for
-from qanat.gateway.metrics import (
-    INTERNAL,
-    NOTE,
-    UNMATCHED,
-    Counted,
-    Note,
-    Observer,
-    Outcome,
-    RecordingUpstream,
-    classify,
-)
+from qanat.gateway.metrics import Observer
 from qanat.gateway.normalize import normalize_path
+from qanat.gateway.observe import INTERNAL_PREFIX, Note, Observed, RecordingUpstream, classify
 from qanat.gateway.problem import problem
-from qanat.gateway.proxy import Proxy, RouteRuntime
+from qanat.gateway.proxy import Proxy
 from qanat.gateway.request import Request
+from qanat.gateway.route_runtime import (
+    RouteRuntime,
+    RouteState,
+    close_filters,
+    closes,
+    compile_runtimes,
+    snapshot,
+)
 from qanat.gateway.routing import RouteTable, compile_routes, route_host
 from qanat.gateway.server import HttpServer, ServerStats
 from qanat.gateway.upstream import Resolver, Upstream
@@ -57,7 +56,6 @@ from qanat.http import HttpPool
 
 RouteInput = RouteConfig | Mapping[str, Any]
 ReadinessCheck = Callable[[], list[str]]
-_INTERNAL_PREFIX = b"/__qanat/"
 
 
 class Gateway:
@@ -87,13 +85,15 @@ class Gateway:
         self.observers = observers
         proxy = Proxy(self.pool, clock)
         self._proxy: Handler = proxy if observers is None else classify(proxy)
+        self._closing: set[asyncio.Task[None]] = set()  # retired filters being closed
+        self._retired: list[Filter] = []  # retired with no event loop running: closed later
         self._state: tuple[RouteTable, tuple[RouteRuntime, ...], tuple[str, ...]] = (
-            self._compile(routes))
-        app = self.handle if observers is None else self._observed
+            self._compile(routes, ()))
+        self._observed = Observed(self._route, observers, clock) if observers is not None else None
+        app = self.handle if self._observed is None else self._observed
         self.server = HttpServer(app, limits, scheme=scheme.encode(), clock=clock)
         self._stop: asyncio.Event | None = None
         self._checks: list[ReadinessCheck] = []
-        self.in_flight = 0
         self._closed = False
 
     # -- routes -----------------------------------------------------------------
@@ -104,18 +104,17 @@ class Gateway:
         return tuple(r.config for r in self._state[0].routes)
 
     def update_routes(self, routes: Sequence[RouteInput]) -> None:
-        """Swap in a new route set atomically; on ConfigError the old set keeps serving."""
-        self._state = self._compile(routes)
+        """Swap in a new route set atomically; on ConfigError the old set keeps serving.
 
-    def upstream_state(self) -> dict[str, Any]:
-        """Per route name: its traffic state (breakers, ejections, retry budget) as
-        the route runtime reports it, or None where it reports nothing."""
-        now = self._clock()
-        out: dict[str, Any] = {}
-        for rt in self._state[1]:
-            state = getattr(rt, "state", None)
-            out[rt.route.name] = state(now) if callable(state) else None
-        return out
+        A route whose name and ``upstream`` are unchanged keeps its breakers,
+        ejections and balancer state; unchanged filters are kept too (see
+        ``route_runtime``). Filters the new set drops are closed (``aclose``).
+        """
+        self._state = self._compile(routes, self._state[1])
+
+    def upstream_state(self) -> dict[str, RouteState]:
+        """Per route name: its traffic state (breakers, ejections, retry budget, in-flight)."""
+        return snapshot(self._state[1], self._clock())
 
     def services(self) -> list[str]:
         """The services the active routes send to (``kind: service``), sorted."""
@@ -123,26 +122,38 @@ class Gateway:
                        if isinstance(r.upstream, ServiceUpstream)})
 
     def _compile(
-        self, routes: Sequence[RouteInput]
+        self, routes: Sequence[RouteInput], previous: Sequence[RouteRuntime]
     ) -> tuple[RouteTable, tuple[RouteRuntime, ...], tuple[str, ...]]:
         table = compile_routes(parse_routes(routes))
-        runtimes = []
-        labels = []
         kind = Upstream if self.observers is None else RecordingUpstream
-        for route in table.routes:
-            cfg = route.config
-            where = f"route {cfg.name!r} (routes[{route.index}])"
-            upstream = kind(cfg.upstream, self._resolver, where)
-            spec = cfg.upstream
-            labels.append(spec.service if isinstance(spec, ServiceUpstream) else "static")
-            filters = [
-                build_filter(f.name, f.config, cfg.name, f"{where}.filters[{i}]")
-                for i, f in enumerate(cfg.filters)
-            ]
-            handler = chain(filters, self._proxy) if filters else self._proxy
-            timeout = min(cfg.timeout, cfg.per_try_timeout or cfg.timeout)
-            runtimes.append(RouteRuntime(route, upstream, timeout, handler))
-        return table, tuple(runtimes), tuple(labels)
+
+        def make_upstream(cfg: RouteConfig, where: str) -> Upstream:
+            return kind(cfg.upstream, self._resolver, where, clock=self._clock)
+
+        runtimes, labels, retired = compile_runtimes(table, previous, make_upstream, self._proxy)
+        if closes(retired):
+            self._retire(retired)
+        return table, runtimes, labels
+
+    def _retire(self, filters: list[Filter]) -> None:
+        """Close filters the new route set dropped, in a task the gateway owns.
+
+        A request still running on the old set may use one meanwhile; a closed
+        filter must cope (the rate limiter falls back to its local limit).
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # built outside a loop: close them in aclose()
+            self._retired.extend(filters)
+            return
+        task = loop.create_task(close_filters(filters))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being handled now (counted only with observers)."""
+        return self._observed.in_flight if self._observed is not None else 0
 
     # -- readiness --------------------------------------------------------------
 
@@ -170,7 +181,7 @@ class Gateway:
             path = normalize_path(path)
         except RequestRejected as exc:
             return problem(exc.status, exc.detail, request_id_for(req.headers), close=True)
-        if path.startswith(_INTERNAL_PREFIX):
+        if path.startswith(INTERNAL_PREFIX):
             return admin.internal_reply(self, req.method, path, request_id_for(req.headers))
         if authority is None:
             authority = req.head.host
@@ -197,56 +208,6 @@ class Gateway:
         if note is not None:
             note.ex, note.upstream = ex, labels[route.index]
         return await rt.handler(ex)
-
-    async def _observed(self, req: Request) -> Reply:
-        """``handle`` plus an ``Outcome`` for the observers once the reply is written."""
-        started, wall = self._clock(), time.time()
-        note = Note()
-        NOTE.set(note)
-        self.in_flight += 1
-        try:
-            reply = await self._route(req, note)
-        except BaseException as exc:
-            self.in_flight -= 1
-            if isinstance(exc, Exception):  # the server answers 500 for it
-                self._report(req, note, 500, -1, started, wall)
-            raise
-        counted = None
-        if reply.stream is not None:
-            reply.stream = counted = Counted(reply.stream)
-        inner = reply.release
-
-        async def release() -> None:
-            try:
-                if inner is not None:
-                    await inner()
-            finally:
-                self.in_flight -= 1
-                size = len(reply.body) if reply.body is not None else 0
-                self._report(req, note, reply.status,
-                             counted.n if counted is not None else size, started, wall)
-
-        reply.release = release
-        return reply
-
-    def _report(
-        self, req: Request, note: Note, status: int, size: int, started: float, wall: float
-    ) -> None:
-        ex, target = note.ex, note.target
-        if ex is not None:
-            route, path, rid = ex.route.route.name, ex.path, ex.request_id
-        else:
-            path = req.target.split(b"?", 1)[0]
-            route = INTERNAL if path.startswith(_INTERNAL_PREFIX) else UNMATCHED
-            rid = b""
-        outcome = Outcome(
-            wall, self._clock() - started, rid.decode("latin-1"), req.peer.decode("latin-1"),
-            req.method.decode("latin-1"), path.decode("latin-1"), route,
-            note.upstream or "none", f"{target.host}:{target.port}" if target else "",
-            status, size, note.error,
-        )
-        for observer in self.observers or ():
-            observer(outcome)
 
     # -- life cycle -------------------------------------------------------------
 
@@ -281,6 +242,10 @@ class Gateway:
             return
         self._closed = True
         await self.server.shutdown(timeout)
+        if self._closing:
+            await asyncio.gather(*self._closing)
+        retired, self._retired = self._retired, []
+        await close_filters([*retired, *(f for rt in self._state[1] for f in rt.filters)])
         if self._own_pool:
             await self.pool.aclose()
 

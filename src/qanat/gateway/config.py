@@ -5,7 +5,8 @@ headers) + ``upstream`` (``kind: static`` with weighted URLs, or
 ``kind: service`` resolved through discovery) + optional ``rewrite``,
 ``headers`` (request/response add, set, remove), ``timeout`` /
 ``per_try_timeout``, ``retry``, ``max_concurrent`` and ``filters`` (named
-filter configs, see ``qanat.gateway.filters``). An upstream may add a
+filter configs, see ``qanat.gateway.filters``). The ``upstream`` block
+(``config_upstream.py``) may add ``hash_on`` for consistent hashing, a
 per-instance ``breaker``, ``outlier_detection`` and canary ``subsets`` with a
 weighted ``split`` and header/cookie ``subset_rules``. ``docs/gateway.md`` and
 ``docs/gateway-traffic.md`` have YAML examples.
@@ -19,16 +20,22 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from qanat import _yaml
 from qanat.core.duration import parse_duration
 from qanat.errors import ConfigError
+from qanat.gateway.config_upstream import (
+    HashOn,
+    ServiceUpstream,
+    StaticUpstream,
+    Target,
+    Upstream,
+)
 from qanat.gateway.filters_traffic import Subset, SubsetRule
-from qanat.gateway.resilience import BreakerConfig, OutlierConfig, RetryConfig
+from qanat.gateway.resilience import RetryConfig
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -121,69 +128,6 @@ class Match(_Strict):
         if len(given) > 1:
             raise ValueError(f"give one of path, prefix, pattern (got {', '.join(given)})")
         return self
-
-
-class Target(_Strict):
-    """A static upstream endpoint: ``http://host:port``, a weight, and a version and tags
-    for subsets (as ``qanat.ports.Instance`` carries them)."""
-
-    url: str
-    weight: int = Field(default=1, ge=1, le=1000)
-    version: str = ""
-    tags: list[str] = Field(default_factory=list)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"expected 'http://host:port', got {value!r} (https is not supported)")
-        if parts.path not in ("", "/") or parts.query or parts.username:
-            raise ValueError(f"a target URL is only scheme, host and port, got {value!r}")
-        return value
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
-
-    @property
-    def port(self) -> int:
-        return urlsplit(self.url).port or 80
-
-
-class _UpstreamBase(_Strict):
-    balancer: str = "round_robin"
-    breaker: BreakerConfig | None = None  # one circuit breaker per instance
-    outlier_detection: OutlierConfig | None = None
-    subsets: dict[str, Subset] = Field(default_factory=dict)
-    split: dict[str, int] = Field(default_factory=dict)  # subset -> weight, exact per cycle
-    subset_rules: list[SubsetRule] = Field(default_factory=list)  # checked before split
-    subset_fallback: bool = True  # an empty subset borrows every instance (else 503)
-
-    @model_validator(mode="after")
-    def _subsets(self) -> _UpstreamBase:
-        named = [*self.split, *(r.subset for r in self.subset_rules)]
-        unknown = sorted({n for n in named if n not in self.subsets})
-        if unknown:
-            raise ValueError(f"unknown subset(s) {unknown}; define them under 'subsets'")
-        if any(not 0 <= w <= 1000 for w in self.split.values()):
-            raise ValueError("split weights must be between 0 and 1000")
-        if self.split and not sum(self.split.values()):
-            raise ValueError("split weights must not all be 0")
-        return self
-
-
-class StaticUpstream(_UpstreamBase):
-    kind: Literal["static"]
-    targets: list[Target] = Field(min_length=1)
-
-
-class ServiceUpstream(_UpstreamBase):
-    kind: Literal["service"]
-    service: str = Field(min_length=1)
-
-
-Upstream = Annotated[StaticUpstream | ServiceUpstream, Field(discriminator="kind")]
 
 
 class RegexRewrite(_Strict):
@@ -310,6 +254,7 @@ def load_gateway_file(path: str | Path) -> tuple[list[RouteConfig], dict[str, An
 
 __all__ = [
     "FilterSpec",
+    "HashOn",
     "HeaderMatch",
     "HeaderOps",
     "Headers",
@@ -322,6 +267,7 @@ __all__ = [
     "Subset",
     "SubsetRule",
     "Target",
+    "Upstream",
     "load_gateway_file",
     "parse_routes",
 ]

@@ -124,6 +124,7 @@ class RateLimitFilter:
         self._key = _key_of(kind, c.key[7:].lower().encode() if kind == "header" else b"")
         self._policy = c.policy or route
         self._redis: Any = None
+        self._closed = False  # closed: a straggler uses the local limiter, never a new client
         self.local: Limiter
         if c.limit is not None and c.window is not None:
             self.local = SlidingWindow(c.limit, c.window, max_keys=c.max_keys)
@@ -138,7 +139,7 @@ class RateLimitFilter:
 
     async def decide(self, key: tuple[str, bytes] | None) -> Decision:
         """The limiter's decision for one permit of ``key``."""
-        if self.config.redis is None:
+        if self.config.redis is None or self._closed:
             return self.local.allow(key, self._clock())
         if self._redis is None:
             self._redis = self._open_redis()
@@ -167,7 +168,13 @@ class RateLimitFilter:
         return self._redis.stats() if self._redis is not None else None
 
     async def aclose(self) -> None:
-        """Close the Redis connections, if any were opened."""
+        """Close the Redis connections, if any were opened (idempotent).
+
+        The gateway calls this when a reload drops the filter; a request still
+        running on the old route set then checks the local limiter instead of
+        opening a new connection.
+        """
+        self._closed = True
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None

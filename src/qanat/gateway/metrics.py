@@ -28,10 +28,8 @@ route *names*, never paths; ``upstream`` is the service name or ``static``):
 from __future__ import annotations
 
 import bisect
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextvars import ContextVar
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -42,9 +40,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from qanat.gateway.filters import Exchange, Handler, Reply
 from qanat.gateway.server import ServerStats
-from qanat.gateway.upstream import Target, Upstream
 from qanat.observability.metrics import LATENCY_BUCKETS
 
 UNMATCHED = "<unmatched>"  # no route (404) or a request refused before routing
@@ -218,89 +214,11 @@ def error_kind(status: int, body: bytes) -> str | None:
     return _KINDS.get(slug) or slug.decode("latin-1").replace("-", "_")
 
 
-# -- what a request learns on its way (used by app.Gateway when observed) ---------
-
-class Note:
-    """What an observed request learns on its way: its route, upstream and failure."""
-
-    __slots__ = ("error", "ex", "target", "upstream")
-
-    def __init__(self) -> None:
-        self.ex: Exchange | None = None
-        self.upstream = ""
-        self.target: Target | None = None
-        self.error: str | None = None
-
-
-# Per connection task: requests on a connection run one after another, and a
-# filter's own tasks copy the context, so they write to the same note.
-NOTE: ContextVar[Note | None] = ContextVar("qanat_gateway_note", default=None)
-
-
-class RecordingUpstream(Upstream):
-    """An ``Upstream`` that tells the current request's note which target it chose."""
-
-    __slots__ = ()
-
-    def pick(self, *args: Any, **kwargs: Any) -> Target | None:
-        target = super().pick(*args, **kwargs)
-        note = NOTE.get()
-        if note is not None and target is not None:
-            note.target = target
-        return target
-
-    def choose(self, *args: Any, **kwargs: Any) -> Any:
-        # choose() may pick several times (breakers, tried instances): keep its answer
-        choice = super().choose(*args, **kwargs)
-        target = getattr(choice, "target", None)
-        note = NOTE.get()
-        if note is not None and target is not None:
-            note.target = target
-        return choice
-
-
-def classify(proxy: Handler) -> Handler:
-    """Wrap the proxy so an error reply it makes itself (502/503/504) is noted by kind."""
-
-    async def classified(ex: Exchange) -> Reply:
-        reply = await proxy(ex)
-        if reply.body is not None and reply.status >= 500:
-            note = NOTE.get()
-            if note is not None:
-                note.error = error_kind(reply.status, reply.body)
-        return reply
-
-    return classified
-
-
-class Counted:
-    """A response stream that counts the bytes it yields (for the access log)."""
-
-    __slots__ = ("_it", "n")
-
-    def __init__(self, stream: AsyncIterator[bytes]) -> None:
-        self._it = stream
-        self.n = 0
-
-    def __aiter__(self) -> Counted:
-        return self
-
-    async def __anext__(self) -> bytes:
-        chunk = await self._it.__anext__()
-        self.n += len(chunk)
-        return chunk
-
-
 __all__ = [
     "INTERNAL",
-    "NOTE",
     "UNMATCHED",
-    "Counted",
     "GatewayMetrics",
-    "Note",
     "Observer",
     "Outcome",
-    "RecordingUpstream",
-    "classify",
     "error_kind",
 ]

@@ -8,8 +8,11 @@ timeout and by what is left of the route ``timeout``, which covers every try
 and the backoff between them. A failed try is retried only when
 ``resilience.retry_allowed`` says it is safe and named in ``retry_on``, the
 retry budget has room, and the backoff (full jitter from 25 ms) ends before
-the route deadline. Retries happen before the response head is passed on;
-once the client has a status line, nothing is retried.
+the route deadline. An upstream's ``Retry-After`` replaces the backoff when it
+is at most ``retry.max_retry_after`` (a longer one is not retried). A POST or
+PATCH with an ``Idempotency-Key`` header is retried like a PUT when the route
+says ``retry.idempotency_key: true``. Retries happen before the response head
+is passed on; once the client has a status line, nothing is retried.
 
 A request body that streams from the client can be sent again only if it was
 buffered: with a retry policy, a body of at most ``retry.max_buffered_body``
@@ -28,16 +31,17 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterable, Awaitable, Callable
 
-from qanat.core.retry import BudgetStats, RetryBudget, RetryPolicy
+from qanat.core.retry import RetryPolicy, parse_retry_after
 from qanat.gateway.body import RequestBody
-from qanat.gateway.filters import Exchange, Handler, HeaderList, Reply
+from qanat.gateway.filters import Exchange, HeaderList, Reply
 from qanat.gateway.hardening import RequestRejected
 from qanat.gateway.headers import forward_request_headers, forward_response_headers
 from qanat.gateway.problem import problem
-from qanat.gateway.resilience import InstanceState, call_error, retry_allowed
+from qanat.gateway.replay import replayable
+from qanat.gateway.resilience import call_error, has_idempotency_key, retry_allowed
+from qanat.gateway.route_runtime import RouteRuntime, RouteState, snapshot
 from qanat.gateway.routing import Route
 from qanat.gateway.upstream import Pick, Refusal, Upstream
 from qanat.http import HttpPool, PoolOverloaded, UpstreamError, UpstreamResponse, UpstreamTimeout
@@ -45,63 +49,12 @@ from qanat.http import HttpPool, PoolOverloaded, UpstreamError, UpstreamResponse
 _NO_BODY_STATUS = frozenset((204, 304))
 
 
-@dataclass(frozen=True, slots=True)
-class RouteState:
-    """One route's traffic state, read-only, for the admin endpoint and metrics."""
-
-    route: str
-    in_flight: int  # counted only with max_concurrent
-    max_concurrent: int | None
-    overflow: int  # requests answered 503 because the route was full
-    retry_budget: BudgetStats | None  # None without a retry policy
-    instances: tuple[InstanceState, ...]
-
-
-@dataclass(eq=False, slots=True)
-class RouteRuntime:
-    """What the gateway holds per compiled route: the route, its upstream, its handler,
-    and the traffic state built from ``route.config`` (retry policy and budget,
-    concurrency count)."""
-
-    route: Route
-    upstream: Upstream
-    timeout: float  # one try, until the response head (min of per_try_timeout, timeout)
-    handler: Handler
-    total_timeout: float = field(init=False)
-    retry: RetryPolicy | None = field(init=False)
-    budget: RetryBudget = field(init=False)
-    max_buffered_body: int = field(init=False)
-    max_concurrent: int | None = field(init=False)
-    in_flight: int = field(init=False, default=0)
-    overflow: int = field(init=False, default=0)
-
-    def __post_init__(self) -> None:
-        cfg = self.route.config
-        self.total_timeout = cfg.timeout
-        r = cfg.retry
-        self.retry = r.policy() if r is not None else None
-        self.budget = (RetryBudget(r.budget_percent, r.min_retry_concurrency)
-                       if r is not None else RetryBudget())
-        self.max_buffered_body = r.max_buffered_body if r is not None else 0
-        self.max_concurrent = cfg.max_concurrent
-
-    def state(self, now: float) -> RouteState:
-        """A snapshot of this route's traffic state at ``now``."""
-        return RouteState(self.route.name, self.in_flight, self.max_concurrent, self.overflow,
-                          self.budget.stats() if self.retry is not None else None,
-                          self.upstream.state(now))
-
-
-def snapshot(runtimes: Iterable[RouteRuntime], now: float) -> dict[str, RouteState]:
-    """Every route's ``RouteState`` by route name (what ``Gateway.upstream_state()`` shows)."""
-    return {rt.route.name: rt.state(now) for rt in runtimes}
-
-
 class Proxy:
     """``await proxy(exchange) -> Reply``: the handler at the centre of every filter chain.
 
     ``clock`` times tries and breakers; ``rng`` draws the backoff jitter;
-    ``sleep`` waits between tries.
+    ``sleep`` waits between tries; ``wall`` (Unix time) reads a ``Retry-After``
+    given as an HTTP-date.
     """
 
     def __init__(
@@ -111,37 +64,40 @@ class Proxy:
         *,
         rng: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._pool = pool
         self._clock = clock
         self._rng = rng
         self._sleep = sleep
+        self._wall = wall
 
     async def __call__(self, ex: Exchange) -> Reply:
         rt: RouteRuntime = ex.route
         limit = rt.max_concurrent
         if limit is None:
             return await self._forward(ex, rt)
-        if rt.in_flight >= limit:
-            rt.overflow += 1
+        load = rt.load  # shared with the route's runtime in the next set (live reload)
+        if load.in_flight >= limit:
+            load.overflow += 1
             return problem(503, f"route {rt.route.name!r} has {limit} requests in flight "
                            "(max_concurrent)", ex.request_id, slug="route-overloaded")
-        rt.in_flight += 1
+        load.in_flight += 1
         try:
             reply = await self._forward(ex, rt)
         except BaseException:
-            rt.in_flight -= 1
+            load.in_flight -= 1
             raise
         inner = reply.release
         if inner is None:
-            rt.in_flight -= 1
+            load.in_flight -= 1
             return reply
 
         async def release() -> None:  # the request ends when its response body does
             try:
                 await inner()
             finally:
-                rt.in_flight -= 1
+                load.in_flight -= 1
 
         reply.release = release
         return reply
@@ -174,6 +130,8 @@ class Proxy:
         clock, upstream, name = self._clock, rt.upstream, rt.route.name
         target_path = rt.route.rewrite(ex.path) + ex.query
         again = not isinstance(body, AsyncIterable)  # the body can be sent again
+        keyed = (policy is not None and rt.idempotency_key
+                 and has_idempotency_key(ex.headers))
         start = clock()
         deadline = start + rt.total_timeout
         tried: list[str] = []
@@ -181,7 +139,7 @@ class Proxy:
         try:
             while True:
                 now = clock()
-                choice = upstream.choose(ex.headers, tried, now)
+                choice = upstream.choose(ex.headers, tried, now, ex.peer)
                 if isinstance(choice, Refusal):
                     return _refusal(ex, choice, name)
                 tried.append(choice.target.id)
@@ -193,8 +151,11 @@ class Proxy:
                 if policy is not None:
                     err = exc if isinstance(exc, UpstreamError) else None
                     status = resp.status if resp is not None and resp.status >= 300 else None
-                    if (err or status) and retry_allowed(policy, ex.method, again, status, err):
-                        delay = self._backoff(rt, policy, len(tried), start, deadline, clock())
+                    if (err or status) and retry_allowed(policy, ex.method, again, status, err,
+                                                         keyed=keyed):
+                        wait = self._retry_after(resp) if resp is not None else None
+                        delay = self._backoff(rt, policy, len(tried), start, deadline, clock(),
+                                              wait)
                         if delay is not None:
                             reserved = True
                             if resp is not None:
@@ -232,10 +193,25 @@ class Proxy:
         upstream.settle(choice, resp.status, end - start, end)
         return resp, None
 
+    def _retry_after(self, resp: UpstreamResponse) -> float | None:
+        """The response's ``Retry-After`` in seconds (RFC 9110 §10.2.3), or None."""
+        for k, v in resp.headers:
+            if len(k) == 11 and k.lower() == b"retry-after":
+                return parse_retry_after(v.decode("latin-1"), self._wall())
+        return None
+
     def _backoff(self, rt: RouteRuntime, policy: RetryPolicy, attempts: int, start: float,
-                 deadline: float, now: float) -> float | None:
-        """The wait before the next try, or None: attempts spent, no time, no budget."""
-        delay = policy.next_delay(attempts, now - start, rng=self._rng)
+                 deadline: float, now: float, retry_after: float | None = None) -> float | None:
+        """The wait before the next try, or None: attempts spent, no time, no budget, or
+        the upstream asked for a longer pause (``Retry-After``) than ``max_retry_after``.
+
+        An upstream's ``Retry-After`` replaces the jittered backoff (Envoy's
+        ``rate_limited_retry_back_off``); one over the cap is not waited out
+        here: the client gets the answer and its ``Retry-After``.
+        """
+        if retry_after is not None and retry_after > rt.max_retry_after:
+            return None
+        delay = policy.next_delay(attempts, now - start, retry_after, rng=self._rng)
         if delay is None or now + delay >= deadline:
             return None
         if not rt.budget.try_retry():
@@ -277,36 +253,4 @@ def _reply(ex: Exchange, resp: UpstreamResponse, route: Route) -> Reply:
                  reason=resp.reason)
 
 
-def _content_length(headers: HeaderList) -> int | None:
-    for k, v in headers:
-        if k == b"content-length":
-            return int(v)
-    return None
-
-
-async def replayable(body: RequestBody, headers: HeaderList,
-                     limit: int) -> bytes | AsyncIterable[bytes]:
-    """The body as bytes when it is at most ``limit`` bytes (so a retry can resend it),
-    else a stream of it (read up to ``limit`` first when its length is unknown)."""
-    length = _content_length(headers)
-    if length is not None and length > limit:
-        return body  # too big to hold: stream it, retry only before any byte is sent
-    chunks: list[bytes] = []
-    size = 0
-    it = body.__aiter__()
-    async for chunk in it:
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return _chain(chunks, it)
-    return b"".join(chunks)
-
-
-async def _chain(first: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    for chunk in first:
-        yield chunk
-    async for chunk in rest:
-        yield chunk
-
-
-__all__ = ["Proxy", "RouteRuntime", "RouteState", "replayable", "snapshot"]
+__all__ = ["Proxy", "RouteRuntime", "RouteState", "replayable", "snapshot"]  # re-exported

@@ -11,27 +11,26 @@ Three route-model blocks live here (``config.py`` uses them):
 - ``OutlierConfig`` (``upstream.outlier_detection``): Envoy's passive health
   checking (``OutlierDetector``) over the route's instances.
 
-``InstanceHealth`` holds the breakers and the detector of one upstream;
-``retry_allowed`` is the pure decision "may this failed try be retried?".
+``InstanceHealth`` (``instance_health.py``, re-exported here) holds the
+breakers and the detector of one upstream; ``retry_allowed`` is the pure
+decision "may this failed try be retried?".
 Nothing here awaits or reads a clock: ``now`` is passed in.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from collections.abc import Sequence
+from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from qanat.core.balance.base import EndpointLike
-from qanat.core.breaker import CircuitBreaker
 from qanat.core.breaker_settings import BreakerSettings
 from qanat.core.duration import parse_duration
-from qanat.core.outlier import CallError, OutlierDetector, OutlierSettings
+from qanat.core.outlier import CallError, OutlierSettings
 from qanat.core.retry import RetryPolicy
 from qanat.core.window import Counts
+from qanat.gateway.instance_health import InstanceHealth, InstanceState
 from qanat.http import (
     IDEMPOTENT_METHODS,
     PoolOverloaded,
@@ -42,7 +41,6 @@ from qanat.http import (
 )
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-E = TypeVar("E", bound=EndpointLike)
 #: The retry conditions a route may name (Envoy's ``x-envoy-retry-on`` values).
 RETRY_ON = ("connect-failure", "reset", "5xx", "gateway-error", "retriable-4xx",
             "retriable-status-codes")
@@ -64,6 +62,11 @@ class RetryConfig(_Model):
     budget_percent: float = Field(default=20.0, ge=0, le=100)  # Envoy retry_budget
     min_retry_concurrency: int = Field(default=3, ge=0)
     max_buffered_body: int = Field(default=64 * 1024, ge=0, le=16 << 20)
+    # An upstream's Retry-After (RFC 9110 §10.2.3) up to this long is waited out
+    # instead of the backoff; a longer one is not retried (the client gets it).
+    max_retry_after: Duration = Field(default=1.0, ge=0)
+    # A POST/PATCH carrying an Idempotency-Key header may be retried like a PUT.
+    idempotency_key: bool = False
 
     @model_validator(mode="after")
     def _valid(self) -> RetryConfig:
@@ -85,6 +88,7 @@ class RetryConfig(_Model):
             max_attempts=1 + self.num_retries, base=self.base_interval, cap=self.max_interval,
             retry_on=frozenset(self.retry_on),
             retriable_status_codes=frozenset(self.retriable_status_codes),
+            retry_after_cap=self.max_retry_after,
         )
 
 
@@ -129,110 +133,6 @@ class OutlierConfig(_Model):
         return OutlierSettings(**self.model_dump())
 
 
-@dataclass(frozen=True, slots=True)
-class InstanceState:
-    """One upstream instance as the admin endpoint shows it."""
-
-    id: str
-    host: str
-    port: int
-    version: str
-    breaker: str  # "closed", "half-open", "open", or "none" without a breaker
-    breaker_retry_after: float | None  # seconds until an open breaker half-opens
-    consecutive_failures: int
-    ejected_until: float | None  # clock time the outlier ejection ends
-
-
-class _NoBreaker:
-    """The null breaker: admits everything, learns nothing."""
-
-    def allow(self, now: float) -> int:
-        return 0
-
-    def after(self, ticket: int, success: bool, now: float) -> None:
-        return None
-
-    def after_excluded(self, ticket: int, now: float) -> None:
-        return None
-
-
-_NO_BREAKER = _NoBreaker()
-
-
-class InstanceHealth:
-    """The breakers (one per instance id) and outlier detector of one upstream.
-
-    ``clock`` only seeds a new breaker's first window; every decision takes ``now``.
-    """
-
-    def __init__(self, breaker: BreakerConfig | None, outlier: OutlierConfig | None,
-                 name: str, clock: Callable[[], float]) -> None:
-        self._config = breaker
-        self._name = name
-        self._clock = clock
-        self._breakers: dict[str, CircuitBreaker] = {}
-        self.detector = OutlierDetector(outlier.settings()) if outlier is not None else None
-
-    def update(self, ids: Iterable[str]) -> None:
-        """The instance set changed: forget departed ids."""
-        keep = set(ids)
-        for gone in [i for i in self._breakers if i not in keep]:
-            del self._breakers[gone]
-        if self.detector is not None:
-            self.detector.update(keep)
-
-    def epoch(self, now: float) -> int:
-        """Changes whenever the ejected set changes (0 without outlier detection)."""
-        if self.detector is None:
-            return 0
-        self.detector.tick(now)
-        return self.detector.epoch(now)
-
-    def routable(self, endpoints: Sequence[E], now: float) -> list[E]:
-        """``endpoints`` minus the ejected ones; all of them when fewer than half would
-        remain (Envoy's panic threshold: better every host than an overloaded few)."""
-        if self.detector is None:
-            return list(endpoints)
-        kept = self.detector.apply(endpoints, now)
-        return kept if 2 * len(kept) >= len(endpoints) else list(endpoints)
-
-    def breaker(self, instance_id: str) -> CircuitBreaker | _NoBreaker:
-        if self._config is None:
-            return _NO_BREAKER
-        b = self._breakers.get(instance_id)
-        if b is None:
-            settings = self._config.settings(f"{self._name}/{instance_id}")
-            b = self._breakers[instance_id] = CircuitBreaker(settings, clock=self._clock)
-        return b
-
-    def settle(self, instance_id: str, ticket: int, outcome: int | CallError | None,
-               now: float) -> None:
-        """Record a try: an HTTP status, a ``CallError``, or None (not the instance's fault)."""
-        b = self.breaker(instance_id)
-        if outcome is None:
-            b.after_excluded(ticket, now)
-            return
-        b.after(ticket, isinstance(outcome, int) and outcome < 500, now)
-        if self.detector is not None:
-            self.detector.record(instance_id, outcome, now)
-
-    def retry_after(self, ids: Iterable[str], now: float) -> float:
-        """Seconds until the first of the open breakers of ``ids`` half-opens."""
-        waits = [b.stats(now).retry_after for i in ids if (b := self._breakers.get(i))]
-        return min((w for w in waits if w is not None), default=0.0)
-
-    def state(self, instance_id: str, now: float) -> tuple[str, float | None, int, float | None]:
-        """(breaker state, its retry_after, consecutive failures, ejection end) of one id."""
-        b = self._breakers.get(instance_id)
-        until = None
-        if self.detector is not None and self.detector.is_ejected(instance_id, now):
-            until = self.detector.stats().ejected.get(instance_id)
-        if b is None:
-            return ("none" if self._config is None else "closed"), None, 0, until
-        s = b.stats(now)
-        return s.state.value, s.retry_after, s.counts.consecutive_failures, until
-
-
 def call_error(exc: UpstreamError) -> CallError | None:
     """How a transport error counts against an instance (None: it does not)."""
     if isinstance(exc, PoolOverloaded):
@@ -245,7 +145,8 @@ def call_error(exc: UpstreamError) -> CallError | None:
 
 
 def retry_allowed(policy: RetryPolicy, method: bytes, replayable: bool,
-                  status: int | None = None, error: UpstreamError | None = None) -> bool:
+                  status: int | None = None, error: UpstreamError | None = None, *,
+                  keyed: bool = False) -> bool:
     """Whether a failed try may be tried again (attempt count and budget aside).
 
     The safety rule comes first: a request the upstream may have acted on
@@ -257,8 +158,13 @@ def retry_allowed(policy: RetryPolicy, method: bytes, replayable: bool,
     timeout, Envoy's 504), ``retriable-4xx`` (409) and ``retriable-status-codes``.
     A full upstream queue (``PoolOverloaded``) is never retried: retries would
     add to the overload (Envoy does not retry circuit-breaker overflow either).
+
+    ``keyed``: the request carries an ``Idempotency-Key`` the route trusts
+    (``retry.idempotency_key: true``), so the upstream promises to apply it
+    once however often it arrives (IETF httpapi idempotency-key draft): any
+    method is then as safe to resend as an idempotent one.
     """
-    idempotent = method in IDEMPOTENT_METHODS
+    idempotent = keyed or method in IDEMPOTENT_METHODS
     if status is not None:
         return idempotent and replayable and policy.retryable_status(status)
     if error is None or isinstance(error, PoolOverloaded):
@@ -276,6 +182,11 @@ def retry_allowed(policy: RetryPolicy, method: bytes, replayable: bool,
     return False
 
 
+def has_idempotency_key(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Whether the request carries a non-empty ``Idempotency-Key`` header."""
+    return any(k == b"idempotency-key" and v.strip() for k, v in headers)
+
+
 def remaining(deadline: float, now: float) -> float:
     """Seconds left before ``deadline`` (never negative; inf stays inf)."""
     return max(0.0, deadline - now) if math.isfinite(deadline) else math.inf
@@ -289,6 +200,7 @@ __all__ = [
     "OutlierConfig",
     "RetryConfig",
     "call_error",
+    "has_idempotency_key",
     "remaining",
     "retry_allowed",
 ]

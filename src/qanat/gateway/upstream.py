@@ -6,11 +6,12 @@ discovery plugs in without the gateway awaiting it on the hot path).
 Balancers come from ``qanat.core.balance`` (``pick(key)`` / ``done(endpoint,
 ok, latency, now)``, exactly once per pick).
 
-``Upstream.choose(headers, tried, now)`` makes the whole decision for one try,
-synchronously: refresh the instance list, leave out the instances outlier
-detection ejected (``InstanceHealth``; all of them past Envoy's panic
+``Upstream.choose(headers, tried, now, peer)`` makes the whole decision for
+one try, synchronously: refresh the instance list, leave out the instances
+outlier detection ejected (``InstanceHealth``; all of them past Envoy's panic
 threshold), pick the canary subset (``SubsetChooser``), let its balancer
-pick, prefer an instance this request has not tried yet, and take a ticket
+pick — with the request's hash key (``hash_on``) for ``consistent_hash`` —
+prefer an instance this request has not tried yet, and take a ticket
 from the instance's circuit breaker — or answer why not (no endpoint, every
 breaker open). ``settle`` closes the pick with the outcome.
 """
@@ -19,80 +20,68 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from qanat.core.balance import make_balancer as _make_balancer
 from qanat.core.outlier import CallError
 from qanat.errors import ConfigError
-from qanat.gateway.config import ServiceUpstream, StaticUpstream
+from qanat.gateway.config_upstream import HashOn, ServiceUpstream, StaticUpstream
 from qanat.gateway.filters import HeaderList
-from qanat.gateway.filters_traffic import SubsetChooser
-from qanat.gateway.resilience import InstanceHealth, InstanceState
-from qanat.ports import Instance
+from qanat.gateway.filters_traffic import SubsetChooser, cookie
+from qanat.gateway.instance_health import InstanceHealth, InstanceState
+from qanat.gateway.resolver import Endpoints, Resolver, StaticResolver, Target, as_target
 
-Endpoints = Sequence[tuple[str, str, int, int]]
+HashKey = Callable[[HeaderList, bytes], str | None]
 
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One upstream endpoint in balancer shape (``id``, ``weight``, ``active``)."""
-
-    id: str
-    host: str
-    port: int
-    weight: int = 1
-    active: bool = True
-    version: str = ""
-    tags: tuple[str, ...] = ()
-
-
-class Resolver(Protocol):
-    """Discovery for the gateway: the current endpoints of ``service``.
-
-    Called per request, so it must answer from a cache without I/O. Returns
-    ``(id, host, port, weight)`` tuples; an unknown service is an empty list.
-    Returning the same list object while nothing changed lets the gateway skip
-    rebuilding its balancer. A resolver that also has ``instances(service)``
-    (``qanat.ports.Instance`` objects, as ``DiscoveryCache`` and
-    ``StaticResolver`` do) serves routes with canary subsets (version, tags).
-    """
-
-    def endpoints(self, service: str) -> Endpoints: ...
-
-
-class StaticResolver:
-    """A ``Resolver`` over fixed ``qanat.ports.Instance`` lists (tests, examples).
-
-    Only routable instances (enabled and not critical) are returned.
-    """
-
-    def __init__(self, services: Mapping[str, Sequence[Instance]] | None = None) -> None:
-        self._lists: dict[str, list[tuple[str, str, int, int]]] = {}
-        self._instances: dict[str, tuple[Instance, ...]] = {}
-        for name, instances in (services or {}).items():
-            self.set(name, instances)
-
-    def set(self, service: str, instances: Sequence[Instance]) -> None:
-        """Replace a service's instances."""
-        routable = tuple(i for i in instances if i.routable)
-        self._instances[service] = routable
-        self._lists[service] = [(i.id, i.address, i.port, i.weight) for i in routable]
-
-    def endpoints(self, service: str) -> Endpoints:
-        return self._lists.get(service, [])
-
-    def instances(self, service: str) -> Sequence[Instance]:
-        return self._instances.get(service, ())
-
-
-def make_balancer(name: str, where: str) -> Any:
+def make_balancer(name: str, where: str, **options: Any) -> Any:
     """A ``qanat.core.balance`` balancer by name; ConfigError names ``where``."""
     try:
-        return _make_balancer(name)
+        return _make_balancer(name, **options)
     except ConfigError as exc:
         raise ConfigError(exc.reason, source=where) from None
+
+
+def hash_key(hash_on: HashOn | None) -> HashKey | None:
+    """How to read a request's consistent-hash key: ``(headers, peer) -> key``.
+
+    The key is the first value of ``header``, the value of ``cookie``, or the
+    peer address for ``source: client_address``; None (absent or empty) makes
+    the ring pick at random, as Envoy does when a hash policy yields no hash.
+    """
+    if hash_on is None:
+        return None
+    if hash_on.header is not None:
+        name = hash_on.header.lower().encode()
+
+        def from_header(headers: HeaderList, peer: bytes) -> str | None:
+            for k, v in headers:
+                if k == name:
+                    return v.decode("latin-1") or None
+            return None
+
+        return from_header
+    if hash_on.cookie is not None:
+        jar = hash_on.cookie.encode()
+
+        def from_cookie(headers: HeaderList, peer: bytes) -> str | None:
+            value = cookie(headers, jar)
+            return value.decode("latin-1") if value else None
+
+        return from_cookie
+    return lambda headers, peer: peer.decode("latin-1") or None
+
+
+def _rehash(key: str | None, attempt: int) -> str | None:
+    """A different, still deterministic key for re-pick ``attempt`` (>= 1).
+
+    Envoy's ring hash mutates the hash per host-selection attempt so a retry
+    for a key leaves a failed instance for one fixed other, and the keys of
+    one failed instance spread over the rest instead of all landing on its
+    neighbour.
+    """
+    return None if key is None else f"{key}\x00{attempt}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,30 +102,27 @@ class Refusal:
     retry_after: float = 0.0
 
 
-def _target(i: Any) -> Target:
-    if isinstance(i, tuple):
-        return Target(i[0], i[1], i[2], i[3])
-    return Target(i.id, i.address, i.port, i.weight, True, i.version, tuple(i.tags))
-
-
 class Upstream:
     """The instances of one route, its subsets, balancers, breakers and outlier detector."""
 
-    __slots__ = ("_chooser", "_clock", "_epoch", "_fallback", "_fetch", "_groups", "_last",
-                 "_service", "_subsets", "_targets", "description", "health")
+    __slots__ = ("_chooser", "_clock", "_epoch", "_fallback", "_fetch", "_groups", "_key",
+                 "_last", "_service", "_subsets", "_targets", "description", "health", "spec")
 
     def __init__(self, spec: StaticUpstream | ServiceUpstream, resolver: Any, where: str, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
         name = spec.service if isinstance(spec, ServiceUpstream) else where
+        self.spec = spec
         self._clock = clock
+        self._key = hash_key(spec.hash_on)
         self.health = InstanceHealth(spec.breaker, spec.outlier_detection, name, clock)
         self._subsets = dict(spec.subsets)
         self._fallback = spec.subset_fallback
         self._chooser = (SubsetChooser(spec.split, spec.subset_rules)
                          if spec.split or spec.subset_rules else None)
         at = f"{where}.upstream.balancer"
+        options = spec.balancer_options
         self._groups: dict[str | None, Any] = {
-            g: make_balancer(spec.balancer, at) for g in (None, *self._subsets)
+            g: make_balancer(spec.balancer, at, **options) for g in (None, *self._subsets)
         }
         self._targets: list[Target] = []
         self._last: Any = None
@@ -178,7 +164,7 @@ class Upstream:
         if self._fetch is not None:
             current = self._fetch(self._service)
             if current is not self._last and current != self._last:
-                self._set_targets([_target(i) for i in current if getattr(i, "routable", True)])
+                self._set_targets([as_target(i) for i in current if getattr(i, "routable", True)])
             self._last = current
         epoch = self.health.epoch(now)
         if epoch != self._epoch:
@@ -207,21 +193,26 @@ class Upstream:
         """Close a ``pick`` of ``subset`` (exactly once per pick)."""
         self._groups[subset].done(target, success, latency, now)
 
-    def choose(self, headers: HeaderList, tried: Sequence[str], now: float) -> Pick | Refusal:
-        """A target for the next try whose breaker admits it, preferring untried ones."""
+    def choose(self, headers: HeaderList, tried: Sequence[str], now: float,
+               peer: bytes = b"") -> Pick | Refusal:
+        """A target for the next try whose breaker admits it, preferring untried ones.
+
+        ``peer`` is the client's address (the hash key of ``source: client_address``).
+        """
         group = self._chooser.choose(headers) if self._chooser is not None else None
-        target = self.pick(None, group)
+        key = self._key(headers, peer) if self._key is not None else None
+        target = self.pick(key, group)
         if target is None and group is not None and self._fallback:
             group = None  # the subset is empty: borrow from every instance
-            target = self.pick(None, group)
+            target = self.pick(key, group)
         if target is not None and not tried:  # the common case: first try, breaker closed
             ticket = self.health.breaker(target.id).allow(now)
             if ticket is not None:
                 return Pick(target, ticket, self._groups[group])
-        return self._choose_again(target, group, tried, now)
+        return self._choose_again(target, group, tried, now, key)
 
     def _choose_again(self, target: Target | None, group: str | None, tried: Sequence[str],
-                      now: float) -> Pick | Refusal:
+                      now: float, key: str | None = None) -> Pick | Refusal:
         """Re-pick past tried targets and open breakers, then walk the candidates."""
         balancer = self._groups[group]
         subset = self._subsets.get(group) if group is not None else None
@@ -238,7 +229,7 @@ class Upstream:
                 refused.add(target.id)
             balancer.done(target, True, 0.0, -math.inf)  # unused pick: nothing learned
             picks += 1
-            target = self.pick(None, group) if picks <= len(candidates) else None
+            target = self.pick(_rehash(key, picks), group) if picks <= len(candidates) else None
         for t in (*untried, *(t for t in candidates if t.id in tried)):
             if t.id not in refused:
                 ticket = self.health.breaker(t.id).allow(now)
@@ -270,13 +261,8 @@ class Upstream:
 
     def state(self, now: float) -> tuple[InstanceState, ...]:
         """Every known instance with its breaker state and ejection (read-only)."""
-        out = []
-        for t in self._targets:
-            breaker, retry_after, failures, until = self.health.state(t.id, now)
-            out.append(InstanceState(t.id, t.host, t.port, t.version, breaker, retry_after,
-                                     failures, until))
-        return tuple(out)
+        return tuple(self.health.state(t, now) for t in self._targets)
 
 
-__all__ = ["Pick", "Refusal", "Resolver", "StaticResolver", "Target", "Upstream",
-           "make_balancer"]
+__all__ = ["Endpoints", "HashKey", "Pick", "Refusal", "Resolver", "StaticResolver", "Target",
+           "Upstream", "hash_key", "make_balancer"]

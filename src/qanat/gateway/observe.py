@@ -1,0 +1,157 @@
+"""Observing requests: what each one learns on its way, and its ``Outcome`` at the end.
+
+``Observed`` wraps the gateway's routing when it has observers (metrics, the
+access log): a ``Note`` per request, set in a context variable, collects the
+route, the upstream label, the instance ``RecordingUpstream`` chose and the
+error kind ``classify`` read from the proxy's own 5xx; once the last byte of
+the reply is written, the ``Outcome`` goes to every observer
+(``metrics.py``). Without observers none of this runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextvars import ContextVar
+
+from qanat.gateway.filters import Exchange, Handler, HeaderList, Reply
+from qanat.gateway.metrics import INTERNAL, UNMATCHED, Observer, Outcome, error_kind
+from qanat.gateway.request import Request
+from qanat.gateway.upstream import Pick, Refusal, Target, Upstream
+
+INTERNAL_PREFIX = b"/__qanat/"
+Router = Callable[[Request, "Note | None"], Awaitable[Reply]]
+
+
+class Note:
+    """What an observed request learns on its way: its route, upstream and failure."""
+
+    __slots__ = ("error", "ex", "target", "upstream")
+
+    def __init__(self) -> None:
+        self.ex: Exchange | None = None
+        self.upstream = ""
+        self.target: Target | None = None
+        self.error: str | None = None
+
+
+# Per connection task: requests on a connection run one after another, and a
+# filter's own tasks copy the context, so they write to the same note.
+NOTE: ContextVar[Note | None] = ContextVar("qanat_gateway_note", default=None)
+
+
+class RecordingUpstream(Upstream):
+    """An ``Upstream`` that tells the current request's note which target it chose.
+
+    Only ``choose``'s answer is recorded: it may have asked its balancer several
+    times (tried instances, open breakers), and only the ``Pick`` it returns is
+    the instance the try goes to.
+    """
+
+    __slots__ = ()
+
+    def choose(self, headers: HeaderList, tried: Sequence[str], now: float,
+               peer: bytes = b"") -> Pick | Refusal:
+        choice = super().choose(headers, tried, now, peer)
+        if isinstance(choice, Pick):
+            note = NOTE.get()
+            if note is not None:
+                note.target = choice.target
+        return choice
+
+
+def classify(proxy: Handler) -> Handler:
+    """Wrap the proxy so an error reply it makes itself (502/503/504) is noted by kind."""
+
+    async def classified(ex: Exchange) -> Reply:
+        reply = await proxy(ex)
+        if reply.body is not None and reply.status >= 500:
+            note = NOTE.get()
+            if note is not None:
+                note.error = error_kind(reply.status, reply.body)
+        return reply
+
+    return classified
+
+
+class Counted:
+    """A response stream that counts the bytes it yields (for the access log)."""
+
+    __slots__ = ("_it", "n")
+
+    def __init__(self, stream: AsyncIterator[bytes]) -> None:
+        self._it = stream
+        self.n = 0
+
+    def __aiter__(self) -> Counted:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._it.__anext__()
+        self.n += len(chunk)
+        return chunk
+
+
+class Observed:
+    """``route(req, note)`` plus an ``Outcome`` for each of ``observers`` once the
+    reply is written; ``in_flight`` counts the requests between the two."""
+
+    def __init__(self, route: Router, observers: list[Observer],
+                 clock: Callable[[], float]) -> None:
+        self._route = route
+        self.observers = observers  # the caller's list: observers added later count
+        self._clock = clock
+        self.in_flight = 0
+
+    async def __call__(self, req: Request) -> Reply:
+        """Route ``req``; report its ``Outcome`` when the reply is written."""
+        started, wall = self._clock(), time.time()
+        note = Note()
+        NOTE.set(note)
+        self.in_flight += 1
+        try:
+            reply = await self._route(req, note)
+        except BaseException as exc:
+            self.in_flight -= 1
+            if isinstance(exc, Exception):  # the server answers 500 for it
+                self._report(req, note, 500, -1, started, wall)
+            raise
+        counted = None
+        if reply.stream is not None:
+            reply.stream = counted = Counted(reply.stream)
+        inner = reply.release
+
+        async def release() -> None:
+            try:
+                if inner is not None:
+                    await inner()
+            finally:
+                self.in_flight -= 1
+                size = len(reply.body) if reply.body is not None else 0
+                self._report(req, note, reply.status,
+                             counted.n if counted is not None else size, started, wall)
+
+        reply.release = release
+        return reply
+
+    def _report(
+        self, req: Request, note: Note, status: int, size: int, started: float, wall: float
+    ) -> None:
+        ex, target = note.ex, note.target
+        if ex is not None:
+            route, path, rid = ex.route.route.name, ex.path, ex.request_id
+        else:
+            path = req.target.split(b"?", 1)[0]
+            route = INTERNAL if path.startswith(INTERNAL_PREFIX) else UNMATCHED
+            rid = b""
+        outcome = Outcome(
+            wall, self._clock() - started, rid.decode("latin-1"), req.peer.decode("latin-1"),
+            req.method.decode("latin-1"), path.decode("latin-1"), route,
+            note.upstream or "none", f"{target.host}:{target.port}" if target else "",
+            status, size, note.error,
+        )
+        for observer in self.observers:
+            observer(outcome)
+
+
+__all__ = ["NOTE", "Counted", "Note", "Observed", "RecordingUpstream", "classify"]
