@@ -31,22 +31,43 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.context import Context
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 
 from qanat.observability import context
 from qanat.observability.routes import RouteTemplates
+from qanat.observability.trace_context import parse_traceparent
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from qanat.runtime.service import Service
 
-_PROPAGATOR = TraceContextTextMapPropagator()
 PLATFORM_PATHS = frozenset({"/health", "/ready", "/metrics"})
 DEADLINE_ROUTE = "<deadline>"
 """The route label of requests refused for a spent budget (they are never routed)."""
 CLIENT_CLOSED = 499  # nginx's status for "the client went away before the response"
+
+# The request headers the middleware reads, found in one pass over the raw list.
+_RID, _BUDGET, _PARENT, _STATE = range(4)
+_WANTED = {
+    context.REQUEST_ID_HEADER.encode(): _RID,
+    context.BUDGET_HEADER.encode(): _BUDGET,
+    b"traceparent": _PARENT,
+    b"tracestate": _STATE,
+}
+_NO_PARENT = Context()  # an empty context: the server span becomes the root of a new trace
+_ERROR = Status(StatusCode.ERROR)
+_SERVER = SpanKind.SERVER
 
 
 class QanatMiddleware:
@@ -61,12 +82,18 @@ class QanatMiddleware:
         if scope["type"] != "http" or _route_path(scope) in PLATFORM_PATHS:
             await self.app(scope, receive, send)
             return
-        headers = _headers(scope)
-        incoming = headers.get(context.REQUEST_ID_HEADER)
-        rid = incoming if context.valid_request_id(incoming) and incoming else _new_id()
-        budget = context.parse_budget(headers.get(context.BUDGET_HEADER))
+        found = _read_headers(scope["headers"])
+        incoming = found[_RID]
+        rid = incoming.decode("latin-1") if incoming is not None else None
+        if rid is None or not context.valid_request_id(rid):
+            rid = _new_id()
+        budget_field = found[_BUDGET]
+        budget = (
+            None if budget_field is None else context.parse_budget(budget_field.decode("latin-1"))
+        )
         start = time.monotonic()
-        span, own_span = self._server_span(scope, headers)
+        method: str = scope["method"]
+        span, own_span = self._server_span(method, found[_PARENT], found[_STATE])
         tokens = (
             context.request_id.set(rid),
             context.deadline.set(start + budget if budget is not None else None),
@@ -83,7 +110,7 @@ class QanatMiddleware:
                 message["headers"] = [*message.get("headers", ()), rid_header]
                 if not own_span:  # enrich now: an adopted span ends as soon as the body is sent
                     label = DEADLINE_ROUTE if refused else self.templates.label(scope.get("route"))
-                    _describe(span, scope["method"], label, status)
+                    _describe(span, method, label, status)
             await send(message)
 
         service = self.service
@@ -107,24 +134,64 @@ class QanatMiddleware:
         finally:
             service.request_finished()
             status = status or 500  # the app returned without starting a response
-            service.metrics.observe(route, scope["method"], status, time.monotonic() - start)
+            service.metrics.observe(route, method, status, time.monotonic() - start)
             if own_span:
-                _describe(span, scope["method"], route, status)
-                if status >= 500:
-                    span.set_status(Status(StatusCode.ERROR))
+                if span.is_recording():  # an unsampled span ignores all of this anyway
+                    _describe(span, method, route, status)
+                    if status >= 500:
+                        span.set_status(_ERROR)
                 span.end()
             otel_context.detach(tokens[2])
             context.deadline.reset(tokens[1])
             context.request_id.reset(tokens[0])
 
-    def _server_span(self, scope: Scope, headers: dict[str, str]) -> tuple[Span, bool]:
+    def _server_span(
+        self, method: str, traceparent: bytes | None, tracestate: bytes | None
+    ) -> tuple[Span, bool]:
         """The server span of this request, and whether this middleware owns (ends) it."""
         outer = trace.get_current_span()
-        if outer.is_recording() and getattr(outer, "kind", None) is SpanKind.SERVER:
+        if outer.is_recording() and getattr(outer, "kind", None) is _SERVER:
             return outer, False
-        parent = _PROPAGATOR.extract(headers)
-        span = self.service.tracer.start_span(scope["method"], context=parent, kind=SpanKind.SERVER)
+        parent = _NO_PARENT
+        caller = parse_traceparent(traceparent)
+        if caller is not None:
+            # What TraceContextTextMapPropagator.extract builds, without its generic carrier
+            # walk; tracestate is only read with a valid traceparent (W3C Trace Context §3.3).
+            state = (
+                None
+                if tracestate is None
+                else TraceState.from_header([tracestate.decode("latin-1")])
+            )
+            remote = SpanContext(
+                caller.trace_id, caller.span_id, True, TraceFlags(caller.flags), state
+            )
+            parent = trace.set_span_in_context(NonRecordingSpan(remote), _NO_PARENT)
+        span = self.service.tracer.start_span(method, context=parent, kind=_SERVER)
         return span, True
+
+
+def _read_headers(raw: Any) -> list[bytes | None]:
+    """The request id, budget, traceparent and tracestate values, in one pass over the headers.
+
+    The first of each wins, except ``tracestate``, whose repeated fields are one list
+    (RFC 9110 §5.3, W3C Trace Context §3.3.1). Names are lower case in ASGI; other
+    spellings are folded only when met, so the usual request pays no ``lower()``.
+    """
+    found: list[bytes | None] = [None, None, None, None]
+    for name, value in raw:
+        which = _WANTED.get(name)
+        if which is None:
+            if name.islower():
+                continue
+            which = _WANTED.get(name.lower())
+            if which is None:
+                continue
+        previous = found[which]
+        if previous is None:
+            found[which] = value
+        elif which == _STATE:
+            found[which] = previous + b"," + value
+    return found
 
 
 def _new_id() -> str:
@@ -144,13 +211,6 @@ def _route_path(scope: Scope) -> str:
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
     return path[len(root) :] if root and path.startswith(root) else path
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in scope["headers"]:
-        out[k.decode("latin-1").lower()] = v.decode("latin-1")
-    return out
 
 
 async def _deadline_exceeded(send: Send, rid: str) -> None:
