@@ -13,8 +13,9 @@ Sources:
   ``min(cap, uniform(base, previous * 3))``.
 - Defaults: Envoy's router (base 25 ms, cap 10 × base, full jitter; a policy
   without a count retries once) and its named retry conditions.
-- Budgets: Envoy's ``retry_budget`` (concurrency) and Finagle's
-  ``RetryBudget`` (deposits per request, with a time-to-live).
+- Budgets (``qanat.core.retry_budget``, re-exported here): Envoy's
+  ``retry_budget`` (concurrency) and Finagle's ``RetryBudget`` (deposits per
+  request, with a time-to-live).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
+from qanat.core.retry_budget import BudgetStats, RatioRetryBudget, RetryBudget
 from qanat.errors import ConfigError, Timeout, Unavailable
 
 
@@ -197,140 +199,6 @@ def parse_retry_after(value: str, now: float) -> float | None:
     if when.tzinfo is None:
         return None  # RFC 9110: an HTTP-date is always GMT; a zoneless one is malformed
     return max(0.0, when.timestamp() - now)
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetStats:
-    """A retry budget's state, for metrics: requests and retries in flight, refusals."""
-
-    active_requests: int
-    active_retries: int
-    refused: int
-
-
-class RetryBudget:
-    """Envoy's retry budget: retries in flight <= max(min_retry_concurrency, percent % of active).
-
-    Call ``request_started``/``request_finished`` around each logical call and
-    ``try_retry``/``retry_finished`` around each retry. A refused retry is
-    counted in ``stats().refused`` (Envoy's ``upstream_rq_retry_overflow``).
-    Defaults are Envoy's: 20 % and 3.
-    """
-
-    __slots__ = ("_active", "_min", "_ratio", "_refused", "_retries")
-
-    def __init__(self, percent: float = 20.0, min_retry_concurrency: int = 3) -> None:
-        if not (0 <= percent <= 100 and min_retry_concurrency >= 0):
-            raise ConfigError(
-                "need 0 <= percent <= 100 and min_retry_concurrency >= 0, "
-                f"got {percent!r} and {min_retry_concurrency!r}",
-                source="RetryBudget",
-            )
-        self._ratio = percent / 100.0
-        self._min = min_retry_concurrency
-        self._active = self._retries = self._refused = 0
-
-    def request_started(self) -> None:
-        """A logical call (first attempt and its retries) began."""
-        self._active += 1
-
-    def request_finished(self) -> None:
-        """A logical call ended, successfully or not."""
-        self._active -= 1
-
-    def try_retry(self) -> bool:
-        """Reserve a retry; False (and a counted refusal) when the budget is spent."""
-        if self._retries + 1 <= max(self._min, self._ratio * self._active):
-            self._retries += 1
-            return True
-        self._refused += 1
-        return False
-
-    def retry_finished(self) -> None:
-        """A retry granted by ``try_retry`` ended."""
-        self._retries -= 1
-
-    def stats(self) -> BudgetStats:
-        """The current counts."""
-        return BudgetStats(self._active, self._retries, self._refused)
-
-
-class RatioRetryBudget:
-    """Finagle's retry budget: each request deposits ``percent`` of a retry; deposits expire.
-
-    Over any trailing ``ttl`` seconds, retries <= percent % of requests +
-    ``min_retries_per_sec`` × ttl. Defaults are Finagle's (10 s, 10/s, 20 %).
-    ``ttl`` is split into 10 slots, so a deposit expires within ttl ± ttl/10.
-    """
-
-    __slots__ = (
-        "_clock",
-        "_deposits",
-        "_ratio",
-        "_refused",
-        "_reserve",
-        "_slot",
-        "_width",
-        "_withdrawals",
-    )
-
-    _SLOTS = 10
-
-    def __init__(
-        self,
-        ttl: float = 10.0,
-        min_retries_per_sec: float = 10.0,
-        percent: float = 20.0,
-        *,
-        clock: Callable[[], float],
-    ) -> None:
-        if not (ttl > 0 and min_retries_per_sec >= 0 and 0 <= percent <= 1000):
-            raise ConfigError(
-                "need ttl > 0, min_retries_per_sec >= 0 and 0 <= percent <= 1000, "
-                f"got {ttl!r}, {min_retries_per_sec!r}, {percent!r}",
-                source="RatioRetryBudget",
-            )
-        self._clock = clock
-        self._width = ttl / self._SLOTS
-        self._ratio = percent / 100.0
-        self._reserve = min_retries_per_sec * ttl
-        self._deposits = [0] * self._SLOTS
-        self._withdrawals = [0] * self._SLOTS
-        self._slot = math.floor(clock() / self._width)
-        self._refused = 0
-
-    def _advance(self) -> int:
-        """Clear the slots that expired since the last call; return the current slot index."""
-        slot = math.floor(self._clock() / self._width)
-        for s in range(max(self._slot + 1, slot - self._SLOTS + 1), slot + 1):
-            self._deposits[s % self._SLOTS] = self._withdrawals[s % self._SLOTS] = 0
-        self._slot = max(self._slot, slot)
-        return self._slot % self._SLOTS
-
-    def request_started(self) -> None:
-        """Deposit a request."""
-        self._deposits[self._advance()] += 1
-
-    def request_finished(self) -> None:
-        """Nothing: Finagle's budget counts rates, not concurrency."""
-
-    def try_retry(self) -> bool:
-        """Withdraw a retry if the window holds enough deposits (or the reserve allows it)."""
-        i = self._advance()
-        balance = self._ratio * sum(self._deposits) + self._reserve - sum(self._withdrawals)
-        if balance >= 1:
-            self._withdrawals[i] += 1
-            return True
-        self._refused += 1
-        return False
-
-    def retry_finished(self) -> None:
-        """Nothing: a withdrawal is spent once made."""
-
-    def stats(self) -> BudgetStats:
-        """Deposits and withdrawals in the window, and refusals."""
-        self._advance()
-        return BudgetStats(sum(self._deposits), sum(self._withdrawals), self._refused)
 
 
 __all__ = [

@@ -208,3 +208,12 @@ def test_settings_are_validated() -> None:
         OutlierSettings(consecutive_5xx=0)
     with pytest.raises(ConfigError, match=r"outlier_detection\.interval"):
         OutlierSettings(interval=0)
+
+
+def test_settings_stay_importable_from_core_outlier() -> None:
+    """The settings moved to core.outlier_settings are the same objects under core.outlier."""
+    from qanat.core import outlier, outlier_settings
+
+    assert outlier.OutlierSettings is outlier_settings.OutlierSettings
+    assert outlier.OutlierStats is outlier_settings.OutlierStats
+    assert outlier.CallError is outlier_settings.CallError

@@ -271,3 +271,12 @@ def test_ratio_budget_reserve() -> None:
     """The reserve of min_retries_per_sec × ttl allows retries with no traffic."""
     budget = RatioRetryBudget(ttl=2.0, min_retries_per_sec=1.5, percent=0.0, clock=FakeClock())
     assert sum(budget.try_retry() for _ in range(10)) == 3
+
+
+def test_budgets_stay_importable_from_core_retry() -> None:
+    """The budgets moved to core.retry_budget are the same objects under core.retry."""
+    from qanat.core import retry, retry_budget
+
+    assert retry.RetryBudget is retry_budget.RetryBudget
+    assert retry.RatioRetryBudget is retry_budget.RatioRetryBudget
+    assert retry.BudgetStats is retry_budget.BudgetStats
