@@ -14,8 +14,9 @@ the whole configuration), JSON unless ``?format=table``:
 - ``GET /routes``: the active route set, where it came from and its revision,
   the last rejected change;
 - ``GET /upstreams``: per route, its instances as discovery sees them (health,
-  enabled, panic) and, where the route's upstream reports it, breaker and
-  ejection state;
+  enabled, panic), each with its circuit breaker (state, failures in a row,
+  seconds until half-open) and outlier ejection (seconds left), and the
+  route's ``traffic`` (retry budget, in-flight, overflow);
 - ``GET /stats``: connections, requests, in-flight, rejections by status;
 - ``GET /metrics``: Prometheus text format (``metrics.py``).
 """
@@ -26,12 +27,13 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from qanat.gateway.config import ServiceUpstream
 from qanat.gateway.filters import Reply
 from qanat.gateway.hardening import Limits, RequestRejected, split_target
+from qanat.gateway.instance_health import InstanceState
 from qanat.gateway.problem import problem
 from qanat.gateway.request import Request
 from qanat.gateway.server import HttpServer
@@ -141,7 +143,8 @@ class AdminServer:
         }
 
     def upstreams(self) -> list[dict[str, Any]]:
-        """Per route: its instances (discovery or static) and any breaker/ejection state."""
+        """Per route: its instances (discovery or static), each with its breaker and
+        outlier-ejection state, and the route's traffic state (retry budget, in-flight)."""
         out = []
         runtime = self.gateway.upstream_state()
         for route in self.gateway.routes:
@@ -153,10 +156,11 @@ class AdminServer:
                     entry.update(self.resolver.describe(spec.service))
             else:
                 entry["upstream"] = "static"
-                entry["instances"] = [{"address": t.url, "weight": t.weight}
+                entry["instances"] = [{"id": t.url, "address": t.url, "weight": t.weight}
                                       for t in spec.targets]
             state = runtime.get(route.name)
-            if state is not None:  # breakers, ejections, retry budget
+            if state is not None:
+                _merge_instances(entry, state.instances)
                 entry["traffic"] = _plain(state)
             out.append(entry)
         return out
@@ -183,6 +187,21 @@ def render_table(data: Any) -> str:
         lines += [[v.ljust(w) for v, w in zip(r, widths, strict=True)] for r in cells]
         return "\n".join("  ".join(line).rstrip() for line in lines)
     return _cell(data)
+
+
+def _merge_instances(entry: dict[str, Any], states: Sequence[InstanceState]) -> None:
+    """Add each instance's breaker and ejection to its row; rows for instances only
+    the route runtime knows (discovery not attached) are appended."""
+    rows = entry.setdefault("instances", [])
+    by_id = {row.get("id"): row for row in rows}
+    for s in states:
+        row = by_id.get(s.id)
+        if row is None:
+            row = {"id": s.id, "address": f"{s.host}:{s.port}", "version": s.version}
+            rows.append(row)
+        row.update(breaker=s.breaker, consecutive_failures=s.consecutive_failures,
+                   breaker_retry_after=s.breaker_retry_after,
+                   ejected=s.ejected_for is not None, ejected_for=s.ejected_for)
 
 
 def _plain(value: Any) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -70,7 +70,7 @@ async def test_a_retry_cancelled_in_its_backoff_gives_back_its_budget() -> None:
 
     class Response:
         status = 503
-        headers: list[tuple[bytes, bytes]] = []
+        headers: ClassVar[list[tuple[bytes, bytes]]] = []
 
         async def aclose(self) -> None:
             return None
