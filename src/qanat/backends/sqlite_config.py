@@ -127,7 +127,7 @@ def _log_after(
     match, args = ("substr(key, 1, ?) = ?", (len(key), key)) if prefix else ("key = ?", (key,))
     trimmed = conn.execute(f"SELECT max(revision) FROM config_trimmed WHERE {match}", args)
     floor = max(trimmed.fetchone()[0] or 0, counter(conn, _COMPACTED))
-    if floor > after:
+    if floor and floor > after:  # 0: nothing was ever dropped
         raise compacted_error(key, prefix, after + 1, floor, "the SQLite store")
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM config_log WHERE revision > ? AND {match} ORDER BY revision",

@@ -122,3 +122,16 @@ async def test_sqlite_watcher_too_far_behind_raises_instead_of_skipping(tmp_path
     finally:
         await watch.aclose()
         await store.close()
+
+
+async def test_replay_from_revision_zero_works_while_nothing_was_dropped(
+    store: ConfigStore,
+) -> None:
+    """start_revision=0 replays everything while nothing has been trimmed or compacted."""
+    await store.set("k", "1")
+    watch = store.watch("k", start_revision=0)
+    try:
+        change = await asyncio.wait_for(anext(watch), DEADLINE)
+        assert change.new_value == "1"
+    finally:
+        await watch.aclose()
