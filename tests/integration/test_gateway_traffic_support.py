@@ -40,6 +40,7 @@ class Backend:
 
     name: str
     behave: Callable[[Seen], int] = field(default=always(200))
+    extra: Callable[[Seen], bytes] = field(default=lambda seen: b"")  # raw header lines
     seen: list[Seen] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)  # a whole request came in
     heads: asyncio.Event = field(default_factory=asyncio.Event)  # a request head came in
@@ -123,8 +124,8 @@ class _Protocol(asyncio.Protocol):
             asyncio.get_running_loop().call_soon(self.transport.abort)
             return
         self.transport.write(
-            b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
-            % (action, len(payload)) + payload
+            b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n"
+            % (action, len(payload), self.backend.extra(seen)) + payload
         )
 
 
