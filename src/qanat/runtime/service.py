@@ -180,6 +180,8 @@ class Service:
                 version=self.version,
             )
             await self.registry.register(self.instance, ttl=self.env.ttl)
+            # Ready before the first health report, so that report says "passing".
+            self.started = True
             self._health = HealthReporter(
                 self.registry, self.instance, self.env.ttl, self.readiness
             )
