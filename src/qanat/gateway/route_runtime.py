@@ -26,7 +26,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 from qanat.core.retry import BudgetStats, RetryBudget, RetryPolicy
 from qanat.gateway.config import RouteConfig, ServiceUpstream
@@ -62,16 +62,17 @@ class Load:
 class RouteRuntime:
     """What the gateway holds per compiled route: the route, its upstream, its handler,
     its filters, and the traffic state built from ``route.config`` (retry policy and
-    budget, concurrency count). ``budget`` and ``load`` may be handed over from the
-    route set being replaced (see the module docstring)."""
+    budget, concurrency count). ``load`` and ``carried_budget`` may be handed over from
+    the route set being replaced (see the module docstring)."""
 
     route: Route
     upstream: Upstream
     timeout: float  # one try, until the response head (min of per_try_timeout, timeout)
     handler: Handler
     filters: tuple[Filter, ...] = ()
-    budget: RetryBudget = field(default_factory=RetryBudget)
     load: Load = field(default_factory=Load)
+    carried_budget: InitVar[RetryBudget | None] = None  # None: a new one from the settings
+    budget: RetryBudget = field(init=False)
     total_timeout: float = field(init=False)
     retry: RetryPolicy | None = field(init=False)
     max_buffered_body: int = field(init=False)
@@ -79,8 +80,9 @@ class RouteRuntime:
     max_retry_after: float = field(init=False)
     idempotency_key: bool = field(init=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, carried_budget: RetryBudget | None) -> None:
         cfg = self.route.config
+        self.budget = carried_budget if carried_budget is not None else _new_budget(cfg)
         self.total_timeout = cfg.timeout
         r = cfg.retry
         self.retry = r.policy() if r is not None else None
@@ -143,11 +145,11 @@ def compile_runtimes(
             filters = tuple(build_filter(f.name, f.config, cfg.name, f"{where}.filters[{i}]")
                             for i, f in enumerate(cfg.filters))
         same_budget = prev_cfg is not None and _budget_settings(prev_cfg) == _budget_settings(cfg)
-        budget = before.budget if before is not None and same_budget else _new_budget(cfg)
+        budget = before.budget if before is not None and same_budget else None
         load = before.load if before is not None else Load()
         handler = chain(list(filters), proxy) if filters else proxy
         timeout = min(cfg.timeout, cfg.per_try_timeout or cfg.timeout)
-        runtimes.append(RouteRuntime(route, upstream, timeout, handler, filters, budget, load))
+        runtimes.append(RouteRuntime(route, upstream, timeout, handler, filters, load, budget))
         spec = cfg.upstream
         labels.append(spec.service if isinstance(spec, ServiceUpstream) else "static")
     kept = {id(f) for rt in runtimes for f in rt.filters}

@@ -240,3 +240,15 @@ async def test_recording_upstream_notes_only_the_chosen_target(clock: FakeClock)
         assert isinstance(choice, Pick) and note.target == choice.target
     finally:
         await gw.aclose()
+
+
+async def test_a_new_runtime_takes_its_budget_from_the_route(make: Any) -> None:
+    """Without a carried budget, the route's budget settings apply (0 % and 0: no retry)."""
+    gw = make([route(retry={"budget_percent": 0, "min_retry_concurrency": 0})])
+    rt = runtime(gw)
+    rebuilt = RouteRuntime(rt.route, rt.upstream, rt.timeout, rt.handler)
+    rebuilt.budget.request_started()
+    assert not rebuilt.budget.try_retry()
+    default = RouteRuntime(runtime(make([route(retry={})])).route, rt.upstream, 1.0, rt.handler)
+    default.budget.request_started()
+    assert default.budget.try_retry()  # Envoy's floor: 3 retries at once
