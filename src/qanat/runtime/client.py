@@ -30,8 +30,6 @@ saw (a refused connection).
 from __future__ import annotations
 
 import asyncio
-import inspect
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -40,21 +38,19 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from qanat.core.balance import BALANCERS, Balancer, make_balancer
-from qanat.core.breaker import CircuitBreaker
-from qanat.core.outlier import OutlierDetector
+from qanat.core.balance import Balancer
 from qanat.core.retry import RetryBudget
-from qanat.errors import CircuitOpenError, ConfigError, DeadlineExceeded, NoEndpoints, Unavailable
+from qanat.errors import ConfigError, DeadlineExceeded, NoEndpoints, Unavailable
 from qanat.http import HttpPool, UpstreamError, UpstreamTimeout
 from qanat.observability import context
 from qanat.ports import Instance
+from qanat.runtime.client_endpoints import Choice, TargetEndpoints, host_header
 from qanat.runtime.client_request import Prepared, failure_verdict, prepare, retry_delay
 from qanat.runtime.client_response import ClientResponse
 from qanat.runtime.client_settings import DEFAULT_TIMEOUT, ClientSettings, settings_from_policy
 from qanat.runtime.discovery import DiscoveryCache
 
 _BUDGET = context.BUDGET_HEADER.encode()
-_Choice = tuple[Instance, CircuitBreaker, int, bool]  # instance, its breaker, ticket, picked
 
 
 class ServiceClient:
@@ -88,14 +84,8 @@ class ServiceClient:
         self.settings = s = settings or ClientSettings()
         self.budget = budget or s.budget or RetryBudget()
         self._clock, self._sleep, self._rng = clock, sleep, rng
-        self._balancer: Balancer[Instance] = _balancer(s.load_balancer, clock)
-        self._outlier = OutlierDetector(s.outlier)
-        self._breakers: dict[str, CircuitBreaker] = {}
-        self._snapshot: tuple[Instance, ...] | None = None
-        self._routable: Sequence[Instance] = ()
-        self._epoch = -1
+        self._endpoints = TargetEndpoints(target, s, clock)
         self._tracer = tracer or trace.get_tracer("qanat.client")
-        self._hosts: dict[str, tuple[bytes, bytes]] = {}  # instance id -> its host header
         self._span_names: dict[bytes, str] = {}
         # Hot-path copies of settings; a response below _final_below is never retried.
         self._timeout, self._per_try, self._max_body = s.timeout, s.per_try_timeout, s.max_body
@@ -108,114 +98,29 @@ class ServiceClient:
     @property
     def balancer(self) -> Balancer[Instance]:
         """The balancer fed with this target's routable instances (read it, do not pick)."""
-        return self._balancer
+        return self._endpoints.balancer
 
     def has_endpoints(self) -> bool:
         """True when discovery knows at least one routable instance of the target."""
         return self.discovery is not None and bool(self.discovery.instances(self.target))
 
-    # -- choosing an instance: synchronous, no await between pick and send ----------
-
-    def _choose(self, key: str | None, tried: Sequence[str], now: float) -> _Choice:
-        """An instance whose breaker admits the call (a ticket), preferring untried ones."""
+    def _choose(self, key: str | None, tried: Sequence[str], now: float) -> Choice:
         discovery = self.discovery
         if discovery is None or self.pool is None:
             raise NoEndpoints(
                 f"{self.target}: the client is not started; call it once the service's app "
                 "has started (qanat.Service binds it), or call client.bind(discovery, pool)"
             )
-        snapshot = discovery.instances(self.target)
-        outlier = self._outlier
-        outlier.tick(now)
-        if snapshot is not self._snapshot or outlier.epoch(now) != self._epoch:
-            self._refresh(snapshot, now)
-        instance = self._balancer.pick(key)
-        if instance is not None and not tried:  # the common case: first pick, breaker closed
-            breaker = self._breakers.get(instance.id) or self._new_breaker(instance.id)
-            ticket = breaker.allow(now)
-            if ticket is not None:
-                return instance, breaker, ticket, True
-        return self._choose_again(instance, key, tried, now)
-
-    def _choose_again(
-        self, instance: Instance | None, key: str | None, tried: Sequence[str], now: float
-    ) -> _Choice:
-        """Re-pick past tried instances and refusing breakers; then walk the list.
-
-        Each unused pick is closed at once (``_release``). A balancer that keeps
-        offering the same instance (a hash ring does, for one key) is bounded
-        by the number of candidates; then the candidates are tried in order,
-        untried first, without the balancer.
-        """
-        candidates = self._routable
-        untried = [i for i in candidates if i.id not in tried]
-        refused: set[str] = set()
-        picks = 0
-        while instance is not None:
-            if not (untried and instance.id in tried) and instance.id not in refused:
-                breaker = self._breakers.get(instance.id) or self._new_breaker(instance.id)
-                ticket = breaker.allow(now)
-                if ticket is not None:
-                    return instance, breaker, ticket, True
-                refused.add(instance.id)
-            self._release(instance)
-            picks += 1
-            instance = self._balancer.pick(key) if picks <= len(candidates) else None
-        for candidate in (*untried, *(i for i in candidates if i.id in tried)):
-            if candidate.id in refused:
-                continue
-            breaker = self._breakers.get(candidate.id) or self._new_breaker(candidate.id)
-            ticket = breaker.allow(now)
-            if ticket is not None:
-                return candidate, breaker, ticket, False
-            refused.add(candidate.id)
-        if refused:
-            raise CircuitOpenError(
-                f"{self.target}: the circuit breaker of every instance is open "
-                f"({len(refused)} instance(s))",
-                retry_after=self.settings.breaker.timeout,
-            )
-        assert self.discovery is not None
-        state = self.discovery.status(self.target).state
-        raise NoEndpoints(f"no available instance of {self.target!r} (discovery: {state})")
-
-    def _refresh(self, snapshot: tuple[Instance, ...], now: float) -> None:
-        """Feed the balancer after discovery or the ejected set changed."""
-        if snapshot is not self._snapshot:
-            ids = {i.id for i in snapshot}
-            self._outlier.update(ids)
-            for gone in [i for i in self._breakers if i not in ids]:
-                del self._breakers[gone]
-            self._hosts = {i.id: _host_header(i) for i in snapshot}
-            self._snapshot = snapshot
-        kept = self._outlier.apply(snapshot, now)
-        if 2 * len(kept) < len(snapshot):
-            kept = list(snapshot)  # Envoy's panic threshold: better all than too few
-        self._routable = kept
-        self._epoch = self._outlier.epoch(now)
-        self._balancer.update(kept)
-
-    def _new_breaker(self, instance_id: str) -> CircuitBreaker:
-        breaker = CircuitBreaker(
-            self.settings.breaker, clock=self._clock, name=f"{self.target}/{instance_id}"
+        return self._endpoints.choose(
+            discovery.instances(self.target), key, tried, now,
+            lambda: discovery.status(self.target).state,
         )
-        self._breakers[instance_id] = breaker
-        return breaker
 
     def _span_name(self, verb: bytes) -> str:
         name = self._span_names.get(verb)
         if name is None:
             name = self._span_names[verb] = f"{verb.decode()} {self.target}"
         return name
-
-    def _release(self, instance: Instance) -> None:
-        """Close a pick that was not used: its slot back, nothing learned.
-
-        An observation dated -inf weighs nothing in a time-decayed estimate
-        (peak EWMA), and the other balancers ignore latency, so this is
-        ``done`` without feedback.
-        """
-        self._balancer.done(instance, True, 0.0, -math.inf)
 
     # -- calls -------------------------------------------------------------------------
 
@@ -256,18 +161,16 @@ class ServiceClient:
         retry_budget = self.budget
         retry_budget.request_started()
         try:
-            instance, breaker, ticket, picked = self._choose(key, (), start)
+            choice = self._choose(key, (), start)
             outcome: ClientResponse | UpstreamError
             try:
-                response = await self._send(
-                    instance, breaker, ticket, picked, prepared, deadline, 1
-                )
+                response = await self._send(choice, prepared, deadline, 1)
                 if response.status < self._final_below:  # 2xx, 3xx: never retried
                     return response
                 outcome = response
             except UpstreamError as exc:
                 outcome = exc
-            return await self._retries(outcome, [instance.id], prepared, key, start, deadline)
+            return await self._retries(outcome, [choice[0].id], prepared, key, start, deadline)
         finally:
             retry_budget.request_finished()
 
@@ -303,14 +206,12 @@ class ServiceClient:
                 if now >= deadline:
                     break  # the backoff overslept the deadline
                 try:
-                    instance, breaker, ticket, picked = self._choose(key, tried, now)
+                    choice = self._choose(key, tried, now)
                 except Unavailable:
                     break  # nowhere left to retry: the last attempt's outcome stands
-                tried.append(instance.id)
+                tried.append(choice[0].id)
                 try:
-                    outcome = await self._send(
-                        instance, breaker, ticket, picked, prepared, deadline, len(tried)
-                    )
+                    outcome = await self._send(choice, prepared, deadline, len(tried))
                 except UpstreamError as exc:
                     outcome = exc
                 budget.retry_finished()
@@ -323,16 +224,10 @@ class ServiceClient:
         return outcome
 
     async def _send(
-        self,
-        instance: Instance,
-        breaker: CircuitBreaker,
-        ticket: int,
-        picked: bool,
-        prepared: Prepared,
-        deadline: float,
-        attempt: int,
+        self, choice: Choice, prepared: Prepared, deadline: float, attempt: int
     ) -> ClientResponse:
         """One attempt; settles breaker, outlier detector, balancer and span exactly once."""
+        instance = choice[0]
         clock = self._clock
         began = clock()
         span = self._tracer.start_span(self._span_name(prepared.verb), kind=SpanKind.CLIENT)
@@ -344,7 +239,7 @@ class ServiceClient:
             left = deadline - began
             per_try = self._per_try
             headers = [
-                self._hosts.get(instance.id) or _host_header(instance),
+                self._endpoints.hosts.get(instance.id) or host_header(instance),
                 *prepared.headers,
                 (_BUDGET, b"%d" % max(0, int(left * 1000))),  # rounded down: never more than left
             ]
@@ -379,18 +274,7 @@ class ServiceClient:
             raise
         finally:
             end = clock()
-            if verdict is None:
-                breaker.after_excluded(ticket, end)
-            else:
-                breaker.after(ticket, verdict, end)
-            if observed is not None:
-                self._outlier.record(instance.id, observed, end)
-            if neutral and picked:
-                self._release(instance)
-            elif picked:
-                self._balancer.done(instance, bool(verdict), end - began, end)
-            else:
-                self._balancer.report(instance.id, bool(verdict), end - began, end)
+            self._endpoints.settle(choice, verdict, observed, neutral, end - began, end)
             _finish_span(span, instance, status, verdict, attempt)
 
     async def get(self, path: str, **kw: Any) -> ClientResponse:
@@ -415,27 +299,11 @@ class ServiceClient:
 
     def stats(self) -> dict[str, Any]:
         """Instances, breaker states, ejections and the retry budget, for metrics."""
-        now = self._clock()
         return {
             "target": self.target,
-            "instances": len(self._snapshot or ()),
-            "routable": len(self._routable),
-            "breakers": {i: b.stats(now).state.value for i, b in self._breakers.items()},
-            "ejected": sorted(self._outlier.ejected(now)),
+            **self._endpoints.stats(self._clock()),
             "budget": self.budget.stats(),
         }
-
-
-def _balancer(name: str, clock: Callable[[], float]) -> Balancer[Instance]:
-    """The named balancer, on the client's clock when it takes one."""
-    cls = BALANCERS.get(name)
-    takes_clock = cls is not None and "clock" in inspect.signature(cls).parameters
-    return make_balancer(name, clock=clock) if takes_clock else make_balancer(name)
-
-
-def _host_header(instance: Instance) -> tuple[bytes, bytes]:
-    host = f"[{instance.address}]" if ":" in instance.address else instance.address
-    return (b"host", f"{host}:{instance.port}".encode())
 
 
 def _check_timeout(timeout: float) -> float:
