@@ -44,16 +44,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("bare", "qanat", "qanat-s0", "otel-prom", "otel-instr")
+VARIANTS = ("bare", "qanat", "qanat-s0", "qanat-nf", "qanat-nf-s0", "otel-prom", "otel-instr")
 LABELS = {
     "bare": "bare FastAPI",
     "qanat": "qanat.Service",
-    "qanat-s0": "qanat.Service, sampled 0",
+    "qanat-s0": "qanat.Service, ratio 0",
+    "qanat-nf": "qanat.Service, FastAPI tracing off",
+    "qanat-nf-s0": "qanat.Service, FastAPI tracing off, ratio 0",
     "otel-prom": "otel-asgi + prometheus_client",
     "otel-instr": "otel-asgi + instrumentator",
 }
 PEER = "otel-prom"
-TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+TRACE = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-"
 HEADERS = [
     (b"host", b"svc"),
     (b"user-agent", b"bench/1.0"),
@@ -61,16 +63,21 @@ HEADERS = [
     (b"accept-encoding", b"gzip, deflate"),
     (b"connection", b"keep-alive"),
 ]
-MODES = {"no traceparent": HEADERS, "traceparent": [*HEADERS, (b"traceparent", TRACEPARENT)]}
+MODES = {
+    "none": HEADERS,
+    "sampled": [*HEADERS, (b"traceparent", TRACE + b"01")],
+    "unsampled": [*HEADERS, (b"traceparent", TRACE + b"00")],
+}
+MODE_TITLES = {"none": "no traceparent", "sampled": "traceparent …-01", "unsampled": "…-00"}
 
 
 # -- the apps ----------------------------------------------------------------------------
 
 
-def make_fastapi() -> Any:
+def make_fastapi(telemetry: dict[str, Any] | None = None) -> Any:
     from fastapi import FastAPI
 
-    app = FastAPI()
+    app = FastAPI() if telemetry is None else FastAPI(telemetry=telemetry)
 
     @app.get("/items/{item_id}")
     async def get_item(item_id: int) -> dict[str, Any]:
@@ -132,12 +139,16 @@ class PlainPrometheus:
 
 def build(variant: str, state: Path) -> Any:
     """The ASGI app of one variant (the outermost callable)."""
-    app = make_fastapi()
-    if variant in ("qanat", "qanat-s0"):
+    if variant.startswith("qanat"):
         import qanat
 
+        # "-nf": FastAPI's built-in telemetry (which opens its own server span and three
+        # operation spans per request once a global provider exists) is turned off with
+        # its public option, so the qanat middleware makes the one server span itself.
+        app = make_fastapi({"tracing": False} if "-nf" in variant else None)
         qanat.Service(app, "bench")
         return app
+    app = make_fastapi()
     if variant == "bare":
         return app
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
@@ -249,7 +260,7 @@ def run_in_process(rounds: int, batches: int, n: int) -> dict[str, dict[str, flo
     for _ in range(rounds):
         for variant in VARIANTS:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("QANAT_", "OTEL_"))}
-            if variant == "qanat-s0":
+            if variant.endswith("-s0"):
                 env["QANAT_TRACE_SAMPLE_RATIO"] = "0"
             out = subprocess.run(
                 [sys.executable, __file__, "--child", variant, str(batches), str(n)],
@@ -264,26 +275,114 @@ def run_in_process(rounds: int, batches: int, n: int) -> dict[str, dict[str, flo
 
 
 def table(best: dict[str, dict[str, float]]) -> str:
+    """One row per variant: µs/request (and µs added to bare FastAPI) per traceparent case."""
+    bare = best["bare"]
+    head = " | ".join(f"{MODE_TITLES[m]}: µs (added)" for m in MODES)
     lines = [
-        "| variant | traceparent | µs/request | requests/s | vs bare | added µs | added vs peer |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        f"| variant | {head} | req/s, no traceparent | added ÷ peer's added |",
+        "|---|" + "---:|" * (len(MODES) + 2),
     ]
-    for mode in MODES:
-        bare = best["bare"][mode]
-        peer_added = best[PEER][mode] - bare
-        for variant in VARIANTS:
-            ns = best[variant][mode]
-            added = ns - bare
-            vs_peer = "—" if variant == "bare" else f"{added / peer_added:.2f}×"
-            lines.append(
-                f"| {LABELS[variant]} | {'yes' if mode == 'traceparent' else 'no'} "
-                f"| {ns / 1000:.1f} | {1e9 / ns:,.0f} | {bare / ns:.2f} "
-                f"| {added / 1000:.1f} | {vs_peer} |"
-            )
+    for variant in VARIANTS:
+        row = best[variant]
+        cells = " | ".join(f"{row[m] / 1000:.1f} (+{(row[m] - bare[m]) / 1000:.1f})" for m in MODES)
+        ratios = " / ".join(
+            f"{(row[m] - bare[m]) / (best[PEER][m] - bare[m]):.2f}" for m in ("none", "sampled")
+        )
+        lines.append(
+            f"| {LABELS[variant]} | {cells} | {1e9 / row['none']:,.0f} "
+            f"| {'—' if variant == 'bare' else ratios} |"
+        )
+    return "\n".join(lines)
+
+
+# -- over real HTTP: uvicorn (one worker) and wrk ----------------------------------------
+
+HTTP_VARIANTS = ("bare", "qanat", "qanat-nf", "otel-prom")
+
+
+def serve(variant: str, port: int) -> None:
+    """Child: serve one variant with uvicorn on 127.0.0.1:``port`` until killed."""
+    import uvicorn
+
+    tmp = tempfile.mkdtemp()
+    os.chdir(tmp)
+    app = build(variant, Path(tmp))
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_for_port(port: int, deadline: float) -> None:
+    import socket
+
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)  # polling a server we started, with a deadline
+    raise RuntimeError(f"the server on port {port} did not start")
+
+
+def http_round(variant: str, port: int, seconds: int) -> dict[str, tuple[float, float]]:
+    """(requests/s, server CPU µs per request) per traceparent case, for one variant."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QANAT_", "OTEL_"))}
+    server = subprocess.Popen([sys.executable, __file__, "--serve", variant, str(port)], env=env)
+    try:
+        _wait_for_port(port, time.monotonic() + 30)
+        url = f"http://127.0.0.1:{port}/items/7"
+        out: dict[str, tuple[float, float]] = {}
+        for mode in ("none", "sampled"):
+            extra = [] if mode == "none" else ["-H", f"traceparent: {TRACE.decode()}01"]
+            cpu = _cpu_seconds(server.pid)
+            wrk = subprocess.run(
+                ["wrk", "-t1", "-c16", f"-d{seconds}s", *extra, url],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            used = _cpu_seconds(server.pid) - cpu
+            total = int(wrk.split(" requests in ")[0].split()[-1])
+            rps = float(wrk.split("Requests/sec:")[1].split()[0])
+            out[mode] = (rps, used / total * 1e6)
+        return out
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def run_http(rounds: int, seconds: int) -> str:
+    """Each variant under wrk in turn, ``rounds`` times; best requests/s and CPU per request."""
+    best: dict[str, dict[str, tuple[float, float]]] = {}
+    for r in range(rounds):
+        for i, variant in enumerate(HTTP_VARIANTS):
+            got = http_round(variant, 18600 + 10 * r + i, seconds)
+            for mode, (rps, cpu) in got.items():
+                old = best.setdefault(variant, {}).get(mode, (0.0, float("inf")))
+                best[variant][mode] = (max(old[0], rps), min(old[1], cpu))
+    bare = best["bare"]
+    lines = [
+        "| variant | req/s | server CPU µs/req | req/s, traceparent | CPU µs/req, traceparent "
+        "| req/s vs bare |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for variant in HTTP_VARIANTS:
+        row = best[variant]
+        lines.append(
+            f"| {LABELS[variant]} | {row['none'][0]:,.0f} | {row['none'][1]:.0f} "
+            f"| {row['sampled'][0]:,.0f} | {row['sampled'][1]:.0f} "
+            f"| {row['none'][0] / bare['none'][0]:.2f} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve":
+        serve(sys.argv[2], int(sys.argv[3]))
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         variant, batches, n = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
         print(json.dumps(asyncio.run(child(variant, batches, n))))
@@ -291,13 +390,11 @@ def main() -> None:
     quick = "--quick" in sys.argv
     rounds, batches, n = (1, 2, 300) if quick else (3, 4, 2000)
     best = run_in_process(rounds, batches, n)
-    print(f"In-process (raw ASGI calls), best of {rounds}×{batches} batches of {n}:\n")
+    print(f"In-process (raw ASGI calls), CPU time, best of {rounds}×{batches} batches of {n}:\n")
     print(table(best))
     if "--http" in sys.argv:
-        from service_overhead_http import run_http
-
-        print()
-        print(run_http(quick=quick))
+        print("\nOver HTTP (uvicorn, one worker; wrk -t1 -c16), best of rounds:\n")
+        print(run_http(1 if quick else 3, 2 if quick else 5))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,14 @@ JSON object per line, appended by every local process (the dashboard and the
 CLI read it with ``read_spans``). With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set,
 spans go to that collector over OTLP/HTTP instead; that needs the optional
 ``opentelemetry-exporter-otlp-proto-http`` package.
+
+Sampling: ``QANAT_TRACE_SAMPLE_RATIO`` (or ``sample_ratio=``) keeps that
+share of the traces that *start* in this process, chosen by trace id
+(OpenTelemetry's ``TraceIdRatioBased``, so every process keeps the same
+traces); a request that arrives with a ``traceparent`` follows the caller's
+sampled flag (``ParentBased``), so a trace is kept or dropped whole. The
+default is 1.0 — every trace — which suits a system on one machine; an
+unsampled request costs a non-recording span and no export.
 """
 
 from __future__ import annotations
@@ -19,11 +27,21 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
 
 from qanat.errors import ConfigError
 
 SPANS_FILE = Path("traces") / "spans.jsonl"
 """Where the local span store lives, relative to the state directory (``.qanat``)."""
+
+SAMPLE_RATIO_ENV = "QANAT_TRACE_SAMPLE_RATIO"
+"""The share of new traces to keep, 0 to 1 (default 1: all)."""
 
 
 class JsonlSpanExporter(SpanExporter):
@@ -94,8 +112,13 @@ def setup_tracing(
     *,
     environ: Mapping[str, str] | None = None,
     install_global: bool = True,
+    sample_ratio: float | None = None,
 ) -> TracerProvider:
     """A tracer provider for this process, exporting to the local store (or OTLP).
+
+    ``sample_ratio`` defaults to ``QANAT_TRACE_SAMPLE_RATIO``; with neither,
+    OpenTelemetry's own ``OTEL_TRACES_SAMPLER`` applies, whose default keeps
+    every trace (see ``trace_sampler``).
 
     With ``install_global`` it also becomes OpenTelemetry's global provider
     when none was set yet (OpenTelemetry allows setting it once per process),
@@ -103,13 +126,41 @@ def setup_tracing(
     """
     env = os.environ if environ is None else environ
     resource = Resource.create({"service.name": service, "service.instance.id": instance})
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(resource=resource, sampler=trace_sampler(sample_ratio, env))
     provider.add_span_processor(
         BatchSpanProcessor(_exporter(state_dir, env), schedule_delay_millis=500)
     )
     if install_global and not global_provider_set():
         trace.set_tracer_provider(provider)
     return provider
+
+
+def trace_sampler(ratio: float | None, environ: Mapping[str, str]) -> Sampler | None:
+    """``ParentBased(TraceIdRatioBased(ratio))``; None (the SDK's default) with no ratio set.
+
+    ``ratio`` defaults to ``environ[QANAT_TRACE_SAMPLE_RATIO]``. 1 and 0 use
+    ``ALWAYS_ON``/``ALWAYS_OFF`` for the root decision, which skip the id
+    arithmetic. Anything but a number from 0 to 1 is a ``ConfigError``.
+    """
+    source, shown = "sample_ratio", repr(ratio)
+    if ratio is None:
+        raw = environ.get(SAMPLE_RATIO_ENV, "").strip()
+        if not raw:
+            return None
+        source, shown = SAMPLE_RATIO_ENV, repr(raw)
+        try:
+            ratio = float(raw)
+        except ValueError:
+            ratio = float("nan")
+    if not 0.0 <= ratio <= 1.0:  # also refuses NaN
+        raise ConfigError(
+            f"the trace sample ratio must be a number from 0 to 1, got {shown}: "
+            "1 keeps every new trace, 0.01 one in a hundred, 0 none (a caller's "
+            "sampled traceparent is still followed)",
+            source=source,
+        )
+    root = ALWAYS_ON if ratio == 1.0 else ALWAYS_OFF if ratio == 0.0 else TraceIdRatioBased(ratio)
+    return ParentBased(root)
 
 
 def global_provider_set() -> bool:

@@ -11,8 +11,10 @@ In one pass:
   app sees it, otherwise ``context.remaining()`` counts down inside the
   handler and outgoing calls carry what is left;
 - tracing: a SERVER span that continues the caller's W3C ``traceparent``
-  (an invalid one starts a new trace). When an outer layer already opened the
-  server span for this request (FastAPI's built-in telemetry), that span is
+  (an invalid one starts a new trace), read by hand (``trace_context``) rather
+  than through the generic propagator. FastAPI's built-in request tracing is
+  turned off for the app (``observability.framework``); when some other outer
+  layer already opened the server span for this request, that span is
   enriched instead of a second one being made;
 - metrics per route *template* with the final status, and the in-flight count
   that draining waits on.
@@ -44,6 +46,7 @@ from opentelemetry.trace import (
 )
 
 from qanat.observability import context
+from qanat.observability.framework import defer_fastapi_tracing
 from qanat.observability.routes import RouteTemplates
 from qanat.observability.trace_context import parse_traceparent
 
@@ -77,6 +80,9 @@ class QanatMiddleware:
         self.app = app
         self.service = service
         self.templates = RouteTemplates(service.app.routes)
+        # This middleware makes the request's server span; FastAPI's own would be four
+        # more spans per request describing the same thing (see observability.framework).
+        defer_fastapi_tracing(service.app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or _route_path(scope) in PLATFORM_PATHS:
