@@ -251,3 +251,23 @@ async def test_header_injection_is_refused_and_does_not_hurt_the_instance() -> N
         assert h.client.stats()["ejected"] == []
         assert h.client.stats()["breakers"] == {"u0": "closed"}
         assert (await h.client.get("/x")).status == 200
+
+
+async def test_a_configured_retriable_4xx_status_is_retried() -> None:
+    """A status listed in ``retriable_status_codes`` (here 404) is retried like a 503."""
+    from qanat.core.retry import RetryPolicy
+
+    retry = RetryPolicy(max_attempts=2, retry_on=frozenset({"retriable-status-codes"}),
+                        retriable_status_codes=frozenset({404}))
+    async with harness(sequence(404, 200), client_settings=settings(retry=retry)) as h:
+        got = await h.client.get("/x")
+        assert (got.status, got.attempts) == (200, 2)
+
+
+async def test_success_is_never_retried_and_leaves_the_budget_idle() -> None:
+    """A 200 returns after one attempt, with no wait and no retry reserved."""
+    budget = RetryBudget()
+    async with harness(status(200), budget=budget) as h:
+        got = await h.client.get("/x")
+        assert (got.status, got.attempts, h.sleeps) == (200, 1, [])
+        assert budget.stats() == type(budget.stats())(0, 0, 0)
