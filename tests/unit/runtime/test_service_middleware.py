@@ -14,6 +14,7 @@ import httpx
 import pytest
 import structlog
 from fastapi import FastAPI, HTTPException
+from hypothesis import HealthCheck, given, settings
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -23,8 +24,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
+from tests.unit.observability.strategies import reference, traceparents
 
 from qanat.observability import context
+from qanat.observability.tracing import trace_sampler
 from qanat.runtime.service import Service
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -46,10 +49,10 @@ def restore_logging() -> Iterator[None]:
 class Harness:
     """A FastAPI app with a Service, an in-memory span exporter and what handlers saw."""
 
-    def __init__(self, *, json_logs: bool = False) -> None:
+    def __init__(self, *, json_logs: bool = False, sample_ratio: float | None = None) -> None:
         self.app = FastAPI()
         self.spans = InMemorySpanExporter()
-        provider = TracerProvider()
+        provider = TracerProvider(sampler=trace_sampler(sample_ratio, {}))
         provider.add_span_processor(SimpleSpanProcessor(self.spans))
         self.service = Service(self.app, "users", tracer_provider=provider, json_logs=json_logs)
         self.calls: list[dict[str, Any]] = []
@@ -64,6 +67,9 @@ class Harness:
                     "remaining": context.remaining(),
                     "at": time.monotonic(),
                     "in_flight": service.in_flight,
+                    "in_flight_gauge": service.metrics.registry.get_sample_value(
+                        "qanat_http_requests_in_flight", {"service": "users"}
+                    ),
                 }
             )
             if item_id == 404:
@@ -201,6 +207,7 @@ async def test_an_exception_is_a_counted_error_and_in_flight_returns_to_zero() -
         r = await client.get("/items/500")
     assert r.status_code == 500
     assert h.calls[0]["in_flight"] == 1
+    assert h.calls[0]["in_flight_gauge"] == 1  # a scrape during the request sees it
     assert h.service.in_flight == 0
     assert h.sample("qanat_http_requests_in_flight") == 0
     assert h.sample("qanat_http_errors_total", route="/items/{item_id}", method="GET") == 1
@@ -361,6 +368,96 @@ async def test_an_outer_server_span_is_enriched_not_duplicated() -> None:
     [span] = outer_spans.get_finished_spans()
     assert span.name == "GET /items/{item_id}"
     assert span.attributes is not None and span.attributes["http.route"] == "/items/{item_id}"
+
+
+def test_any_traceparent_is_continued_when_valid_and_replaced_when_not() -> None:
+    """For random valid and invalid values: a valid sampled one is the span's remote parent, a
+    valid unsampled one is respected (nothing recorded), anything invalid starts a new trace."""
+    h = Harness()
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(traceparents)
+    def check(value: str) -> None:
+        h.spans.clear()
+        asyncio.run(_get(h.app, "/items/7", {"traceparent": value}))
+        caller = reference(value)
+        spans = h.spans.get_finished_spans()
+        if caller is not None and not caller.sampled:
+            assert spans == ()
+            return
+        [span] = spans
+        if caller is None:
+            assert span.parent is None
+        else:
+            assert span.context.trace_id == caller.trace_id
+            assert span.parent is not None and span.parent.is_remote
+            assert span.parent.span_id == caller.span_id
+
+    check()
+
+
+async def _get(app: Starlette, path: str, headers: dict[str, str]) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+        return await client.get(path, headers=headers)
+
+
+async def test_tracestate_is_carried_with_a_valid_traceparent_and_dropped_without() -> None:
+    """The caller's tracestate (repeated fields joined) lives on in the span; with an invalid
+    traceparent it is ignored, as W3C Trace Context §3.3 requires."""
+    h = Harness()
+    async with serve(h.app) as client:
+        headers = [("traceparent", TRACEPARENT), ("tracestate", "a=1"), ("tracestate", "b=2")]
+        await client.get("/items/7", headers=headers)
+        headers[0] = ("traceparent", "garbage")
+        await client.get("/items/7", headers=headers)
+    continued, fresh = h.spans.get_finished_spans()
+    assert continued.context.trace_state.to_header() == "a=1,b=2"
+    assert fresh.parent is None and not fresh.context.trace_state
+
+
+async def test_header_names_in_any_case_are_read() -> None:
+    """A server that does not lower-case header names still gets ids, budget and trace read."""
+    h = Harness()
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": "/items/7", "raw_path": b"/items/7", "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
+        "headers": [
+            (b"Host", b"svc"), (b"X-Request-Id", b"Mixed-1"),
+            (b"X-Qanat-Budget-Ms", b"2000"), (b"TraceParent", TRACEPARENT.encode()),
+        ],
+    }  # fmt: skip
+    await h.app(scope, receive, send)
+    assert dict(sent[0]["headers"])[b"x-request-id"] == b"Mixed-1"
+    assert h.calls[0]["request_id"] == "Mixed-1" and h.calls[0]["deadline"] is not None
+    [span] = h.spans.get_finished_spans()
+    assert format(span.context.trace_id, "032x") == TRACE_ID
+
+
+async def test_at_ratio_zero_new_traces_are_not_recorded_but_callers_sampled_ones_are() -> None:
+    """Sampling drops spans only: the request id, metrics and a caller's sampled trace remain."""
+    h = Harness(sample_ratio=0.0)
+    async with serve(h.app) as client:
+        r = await client.get("/items/7", headers={"x-request-id": "req-1"})
+        assert h.spans.get_finished_spans() == ()
+        await client.get("/items/7", headers={"traceparent": TRACEPARENT})
+    assert r.headers["x-request-id"] == "req-1"
+    [span] = h.spans.get_finished_spans()
+    assert format(span.context.trace_id, "032x") == TRACE_ID
+    assert span.name == "GET /items/{item_id}"
+    assert (
+        h.sample("qanat_http_requests_total", route="/items/{item_id}", method="GET", status="200")
+        == 2
+    )
 
 
 # -- logs ---------------------------------------------------------------------------------
