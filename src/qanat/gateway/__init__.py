@@ -5,6 +5,7 @@ See ``docs/gateway.md``. ``python -m qanat.gateway --config FILE.yaml`` runs one
 
 from qanat.gateway.admin import AdminServer as AdminServer
 from qanat.gateway.app import Gateway as Gateway
+from qanat.gateway.config import HashOn as HashOn
 from qanat.gateway.config import RouteConfig as RouteConfig
 from qanat.gateway.config import load_gateway_file as load_gateway_file
 from qanat.gateway.config import parse_routes as parse_routes
@@ -15,10 +16,12 @@ from qanat.gateway.filters import Reply as Reply
 from qanat.gateway.filters import register_filter as register_filter
 from qanat.gateway.hardening import Limits as Limits
 from qanat.gateway.hardening import RequestRejected as RequestRejected
+from qanat.gateway.instance_health import InstanceState as InstanceState
 from qanat.gateway.metrics import GatewayMetrics as GatewayMetrics
 from qanat.gateway.normalize import normalize_path as normalize_path
 from qanat.gateway.reload import ROUTES_KEY as ROUTES_KEY
 from qanat.gateway.reload import RouteReloader as RouteReloader
+from qanat.gateway.route_runtime import RouteState as RouteState
 from qanat.gateway.topology import GatewayPlan as GatewayPlan
 from qanat.gateway.topology import plan_from_file as plan_from_file
 from qanat.gateway.topology import plan_from_topology as plan_from_topology
@@ -34,12 +37,15 @@ __all__ = [
     "Gateway",
     "GatewayMetrics",
     "GatewayPlan",
+    "HashOn",
+    "InstanceState",
     "Limits",
     "Reply",
     "RequestRejected",
     "Resolver",
     "RouteConfig",
     "RouteReloader",
+    "RouteState",
     "StaticResolver",
     "load_gateway_file",
     "normalize_path",
