@@ -72,8 +72,9 @@ class FlakyRegistry(MemoryRegistry):
 
 
 def inst(iid: str, health: Health = Health.PASSING, enabled: bool = True) -> Instance:
-    return Instance(id=iid, service="api", address="127.0.0.1", port=9000, health=health,
-                    enabled=enabled)
+    return Instance(
+        id=iid, service="api", address="127.0.0.1", port=9000, health=health, enabled=enabled
+    )
 
 
 @contextlib.asynccontextmanager

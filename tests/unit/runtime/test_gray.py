@@ -86,16 +86,22 @@ def test_bucket_is_stable_and_raising_percent_only_adds(iid: str, p: float, q: f
 def test_select_picks_the_targeted_instances() -> None:
     """select() returns the instances a release targets, by tag or by bucket."""
     release = gray.GrayRelease(P, {"timeout": "2"}, tags=("canary",), percent=0.0)
-    fleet = [Instance(id=f"i{n}", service="s", address="h", port=1,
-                      tags=("canary",) if n == 2 else ()) for n in range(4)]
+    fleet = [
+        Instance(id=f"i{n}", service="s", address="h", port=1, tags=("canary",) if n == 2 else ())
+        for n in range(4)
+    ]
     assert [i.id for i in release.select(fleet)] == ["i2"]
 
 
 @pytest.mark.parametrize(
     ("text", "problem"),
-    [("{", "not valid JSON"), ('{"values": {"a": "1"}}', "give tags, percent"),
-     ('{"values": {"a": "1"}, "percent": 120}', "from 0 to 100"),
-     ('{"values": {"a": 1}, "tags": ["x"]}', "string values"), ("[]", "JSON object")],
+    [
+        ("{", "not valid JSON"),
+        ('{"values": {"a": "1"}}', "give tags, percent"),
+        ('{"values": {"a": "1"}, "percent": 120}', "from 0 to 100"),
+        ('{"values": {"a": 1}, "tags": ["x"]}', "string values"),
+        ("[]", "JSON object"),
+    ],
 )
 def test_malformed_release_document_is_config_error(text: str, problem: str) -> None:
     """A broken release document is a ConfigError naming the gray key and the problem."""
