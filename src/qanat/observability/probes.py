@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from qanat.observability.metrics import ServiceMetrics
 from qanat.ports import Instance, Registry
@@ -29,6 +30,22 @@ from qanat.runtime.health import HealthChecker, TtlCheck
 
 Instances = Callable[[str], Sequence[Instance]]
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"  # exposition format 0.0.4
+
+
+class PlatformRoute(Route):
+    """A fixed-path route that every other request rejects with one ``str.endswith``.
+
+    The platform routes sit in front of the app's routes, so every request to the
+    app is tried against them first; Starlette's own check (route path, then a
+    regex) costs more than the whole of some handlers.
+    """
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        # The routed path is a suffix of scope["path"] (mounts and root_path only
+        # strip a prefix), so a path that does not end with ours cannot match.
+        if scope["type"] != "http" or not scope["path"].endswith(self.path):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 def platform_routes(
@@ -50,9 +67,9 @@ def platform_routes(
         return Response(metrics.exposition(), media_type=PROMETHEUS_TEXT)
 
     return [
-        Route("/health", health, methods=["GET"], include_in_schema=False),
-        Route("/ready", ready, methods=["GET"], include_in_schema=False),
-        Route("/metrics", scrape, methods=["GET"], include_in_schema=False),
+        PlatformRoute("/health", health, methods=["GET"], include_in_schema=False),
+        PlatformRoute("/ready", ready, methods=["GET"], include_in_schema=False),
+        PlatformRoute("/metrics", scrape, methods=["GET"], include_in_schema=False),
     ]
 
 
