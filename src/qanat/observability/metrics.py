@@ -14,11 +14,17 @@ recommends for "custom collectors".
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -30,35 +36,25 @@ Samples = Callable[[], Iterable[tuple[list[str], float]]]
 class ServiceMetrics:
     """The metric families of one service, in a registry of its own.
 
-    ``requests``: ``qanat_http_requests_total{service,route,method,status}``;
-    ``errors``: ``qanat_http_errors_total{service,route,method}`` (5xx and
-    exceptions); ``latency``: ``qanat_http_request_duration_seconds``
-    histogram ``{service,route,method}``; ``in_flight``:
+    ``qanat_http_requests_total{service,route,method,status}``;
+    ``qanat_http_errors_total{service,route,method}`` (5xx and exceptions);
+    ``qanat_http_request_duration_seconds`` histogram ``{service,route,method}``;
     ``qanat_http_requests_in_flight{service}``.
+
+    Counting a request is a few dictionary updates on plain numbers — no
+    ``prometheus_client`` label lookup, no lock — and the families are built
+    when Prometheus scrapes (a "custom collector", as the gateway's metrics
+    are). ``observe`` runs on the event loop only, so nothing races it; a
+    scrape from another thread reads a snapshot.
     """
 
     def __init__(self, service: str) -> None:
         self.service = service
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "qanat_http_requests_total",
-            "HTTP requests handled, by route template, method and status code.",
-            ["service", "route", "method", "status"],
-            registry=self.registry,
-        )
-        self.errors = Counter(
-            "qanat_http_errors_total",
-            "HTTP requests that ended in a 5xx or an exception.",
-            ["service", "route", "method"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "qanat_http_request_duration_seconds",
-            "Time to handle an HTTP request, by route template and method.",
-            ["service", "route", "method"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        self.requests: dict[tuple[str, str, int], int] = {}  # (route, method, status) -> n
+        self.errors: dict[tuple[str, str], int] = {}  # (route, method) -> n
+        self.latency: dict[tuple[str, str], _Histogram] = {}  # (route, method) -> histogram
+        self.registry.register(_RequestFamilies(self))
         self.in_flight = Gauge(
             "qanat_http_requests_in_flight",
             "HTTP requests being handled now.",
@@ -69,24 +65,21 @@ class ServiceMetrics:
         # (set_function), instead of taking the gauge's lock twice per request.
         self.in_flight_now = Level()
         self.in_flight.labels(service).set_function(self.in_flight_now.get)
-        # Label children by (route, method, status): labels() costs a lock and a tuple per call.
-        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one finished request (and an error when ``status`` is 5xx)."""
         key = (route, method, status)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (
-                self.requests.labels(self.service, route, method, str(status)),
-                self.latency.labels(self.service, route, method),
-                self.errors.labels(self.service, route, method) if status >= 500 else None,
-            )
-        requests, latency, errors = children
-        requests.inc()
-        latency.observe(seconds)
-        if errors is not None:
-            errors.inc()
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        hkey = (route, method)
+        hist = self.latency.get(hkey)
+        if hist is None:
+            hist = self.latency[hkey] = _Histogram()
+        # bisect_left: the first bucket whose bound is >= seconds ("le" semantics).
+        hist.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        hist.sum += seconds
+        if status >= 500:
+            self.errors[hkey] = self.errors.get(hkey, 0) + 1
 
     def add_gauges(self, name: str, doc: str, labels: list[str], read: Samples) -> None:
         """Expose a gauge family read on every scrape (breaker states, pool statistics)."""
@@ -101,6 +94,55 @@ class ServiceMetrics:
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format, as ``/metrics`` serves it."""
         return generate_latest(self.registry)
+
+
+class _Histogram:
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket, the last is +Inf
+        self.sum = 0.0
+
+
+_BOUNDS = [*(repr(float(b)) for b in LATENCY_BUCKETS), "+Inf"]
+
+
+class _RequestFamilies(Collector):
+    """The request families of a ``ServiceMetrics``, built from its counts at scrape time."""
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        m, service = self._metrics, self._metrics.service
+        requests = CounterMetricFamily(
+            "qanat_http_requests",
+            "HTTP requests handled, by route template, method and status code.",
+            labels=["service", "route", "method", "status"],
+        )
+        for (route, method, status), n in sorted(list(m.requests.items())):
+            requests.add_metric([service, route, method, str(status)], n)
+        yield requests
+        errors = CounterMetricFamily(
+            "qanat_http_errors",
+            "HTTP requests that ended in a 5xx or an exception.",
+            labels=["service", "route", "method"],
+        )
+        for (route, method), n in sorted(list(m.errors.items())):
+            errors.add_metric([service, route, method], n)
+        yield errors
+        latency = HistogramMetricFamily(
+            "qanat_http_request_duration_seconds",
+            "Time to handle an HTTP request, by route template and method.",
+            labels=["service", "route", "method"],
+        )
+        for (route, method), hist in sorted(list(m.latency.items())):
+            cumulative, total = [], 0
+            for bound, n in zip(_BOUNDS, list(hist.counts), strict=True):
+                total += n
+                cumulative.append((bound, total))
+            latency.add_metric([service, route, method], cumulative, hist.sum)
+        yield latency
 
 
 class Level:
