@@ -1,4 +1,9 @@
-"""Catalog: list, search and read products; a product shows its seller from the users service."""
+"""Catalog: list, search and read products; a product shows its seller from the users service.
+
+``create_app(engine)`` builds the service on any engine (tests run several
+apps in one process); ``app`` is the one ``qanat up`` serves, on
+``QANAT_DATABASE_URL``.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from opentelemetry.sdk.trace import TracerProvider
 from pydantic import BaseModel
 from shop_common.db import ensure_schema, make_engine, seed
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 import qanat
 from catalog.seed import PRODUCTS
@@ -24,11 +31,10 @@ products = Table(
     Column("price_cents", Integer, nullable=False),
     Column("seller_id", Integer, nullable=False),
 )
-engine = make_engine("catalog")
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+async def prepare(engine: AsyncEngine) -> None:
+    """Schema and seed products; every replica runs it at start (see shop_common.db)."""
     await ensure_schema(engine, metadata)
     rows = [
         {"id": p, "name": n, "description": d, "price_cents": c, "seller_id": s}
@@ -36,13 +42,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     ]
     async with engine.begin() as conn:
         await seed(conn, products, rows)
-    yield
-    await engine.dispose()
 
 
-app = FastAPI(title="catalog", lifespan=lifespan)
-service = qanat.Service(app, "catalog", depends_on=["users"])
-users = service.client("users")
+def engine_of(request: Request) -> AsyncEngine:
+    """The engine of the app serving ``request`` (set by ``create_app``)."""
+    engine: AsyncEngine = request.app.state.engine
+    return engine
+
+
+def users_of(request: Request) -> qanat.ServiceClient:
+    """The client for the users service of the app serving ``request``."""
+    client: qanat.ServiceClient = request.app.state.users
+    return client
+
+
+Engine = Annotated[AsyncEngine, Depends(engine_of)]
+Users = Annotated[qanat.ServiceClient, Depends(users_of)]
 
 
 class Product(BaseModel):
@@ -61,8 +76,8 @@ class ProductPage(BaseModel):
     offset: int
 
 
-@app.get("/products", response_model=ProductPage)
 async def list_products(
+    engine: Engine,
     q: Annotated[
         str | None, Query(max_length=100, description="search in name and description")
     ] = None,
@@ -91,8 +106,7 @@ async def list_products(
     return ProductPage(items=items, total=total, limit=limit, offset=offset)
 
 
-@app.get("/products/{product_id}", response_model=Product)
-async def get_product(product_id: int) -> Product:
+async def get_product(product_id: int, engine: Engine, users: Users) -> Product:
     async with engine.connect() as conn:
         row = (await conn.execute(select(products).where(products.c.id == product_id))).first()
     if row is None:
@@ -106,3 +120,39 @@ async def get_product(product_id: int) -> Product:
     except qanat.Unavailable:
         product.seller = None  # degrade: the product is still worth showing
     return product
+
+
+def create_app(
+    engine: AsyncEngine,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    json_logs: bool = True,
+) -> FastAPI:
+    """The catalog service on ``engine``, wrapped in ``qanat.Service``; the engine is
+    prepared at startup and disposed of at shutdown. The keywords go to the Service."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await prepare(engine)
+        yield
+        await engine.dispose()
+
+    app = FastAPI(title="catalog", lifespan=lifespan)
+    app.state.engine = engine
+    app.add_api_route("/products", list_products, methods=["GET"], response_model=ProductPage)
+    app.add_api_route(
+        "/products/{product_id}", get_product, methods=["GET"], response_model=Product
+    )
+    service = qanat.Service(
+        app,
+        "catalog",
+        depends_on=["users"],
+        tracer_provider=tracer_provider,
+        json_logs=json_logs,
+    )
+    app.state.users = service.client("users")
+    return app
+
+
+engine = make_engine("catalog")
+app = create_app(engine)
