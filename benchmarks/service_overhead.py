@@ -9,7 +9,11 @@ JSON object) is measured as:
 - ``bare``: the app alone;
 - ``qanat``: ``qanat.Service(app, "bench")``, as ``qanat up`` runs it (its own
   tracer provider, installed globally, spans to the local span store);
-- ``qanat, sampled 0``: the same with ``QANAT_TRACE_SAMPLE_RATIO=0``;
+- ``qanat, ratio 0``: the same with ``QANAT_TRACE_SAMPLE_RATIO=0``;
+- ``qanat, FastAPI tracing off``: the app built with FastAPI's public
+  ``telemetry={"tracing": False}``. Since qanat.Service turns FastAPI's
+  built-in request tracing off itself, these rows equal the ones above; on a
+  qanat that did not (before that change), they show what it cost;
 - ``otel-asgi + prom``: the peer a user would otherwise assemble:
   ``opentelemetry-instrumentation-asgi``'s ``OpenTelemetryMiddleware`` with
   an SDK provider set globally, plus a plainly written ``prometheus_client``
@@ -25,10 +29,19 @@ provider, which FastAPI's built-in telemetry keys on, can be set once per
 process), and the variants take turns, round after round; the fastest batch
 of each is kept, since noise on a shared machine only ever slows a batch.
 
+The peer's middleware is added inside the app (``app.add_middleware``), as
+its docs show, so FastAPI's built-in telemetry steps aside for it; with its
+defaults it records three spans per request (the server span and two
+``http send`` spans), qanat one.
+
 In-process, requests go straight through the ASGI interface (a minimal call
 loop: no server, no client), so what is measured is the app plus its
-middleware. Each request is sent with a valid incoming ``traceparent`` and
-without.
+middleware, in process CPU time (wall time on a shared machine measures the
+other tenants). Each request comes without a ``traceparent``, with a sampled
+one (flags 01) and with an unsampled one (00). Over HTTP (``--http``), one
+uvicorn worker serves each variant in turn under ``wrk -t1 -c16``; the table
+gives wrk's requests/s and the server process's CPU time per request (from
+``/proc``).
 """
 
 from __future__ import annotations
