@@ -123,6 +123,7 @@ from qanat.runtime.client import (
     ClientResponse,
     ClientSettings,
     ServiceClient,
+    settings_from_policy,
 )
 from qanat.runtime.discovery import (
     CacheStatus,
@@ -262,4 +263,5 @@ __all__ = [
     "rate_limit_headers",
     "register_filter",
     "retry",
+    "settings_from_policy",
 ]

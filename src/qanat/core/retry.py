@@ -169,13 +169,22 @@ class RetryPolicy:
         An error with an integer ``status`` attribute is classified by status.
         """
         on = self.retry_on
+        broad = "5xx" in on or "gateway-error" in on
+        # Transport errors name their own condition (``qanat.http`` errors do), so a
+        # connect failure that is also ``Unavailable`` matches ``connect-failure`` too.
+        condition = getattr(exc, "retry_condition", None)
+        if condition in ("connect-failure", "reset"):
+            return broad or condition in on or (
+                isinstance(exc, Unavailable) and "unavailable" in on
+            )
+        if isinstance(exc, ConnectionRefusedError) or getattr(exc, "request_sent", None) is False:
+            return broad or "connect-failure" in on or (
+                isinstance(exc, Unavailable) and "unavailable" in on
+            )
         if isinstance(exc, Unavailable):
             return "unavailable" in on
         if isinstance(exc, Timeout | TimeoutError):
             return "timeout" in on
-        broad = "5xx" in on or "gateway-error" in on
-        if isinstance(exc, ConnectionRefusedError) or getattr(exc, "request_sent", None) is False:
-            return broad or "connect-failure" in on
         if isinstance(exc, _RESET):
             return broad or "reset" in on
         status = getattr(exc, "status", None)

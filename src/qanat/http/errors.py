@@ -51,6 +51,8 @@ class UpstreamError(QanatError):
 class ConnectError(UpstreamError, Unavailable):
     """The TCP connection could not be made (refused, unreachable, timed out)."""
 
+    retry_condition = "connect-failure"  # Envoy's name, read by RetryPolicy.retryable_error
+
     def __init__(self, message: str) -> None:
         UpstreamError.__init__(self, message, request_sent=False)
         self.retry_after = None
@@ -70,6 +72,8 @@ class UpstreamTimeout(UpstreamError, Timeout):
 
 class UpstreamReset(UpstreamError):
     """The connection was closed or reset before the response was complete."""
+
+    retry_condition = "reset"  # Envoy's name, read by RetryPolicy.retryable_error
 
 
 class UpstreamProtocolError(UpstreamError):

@@ -11,7 +11,6 @@ send, so asyncio tasks cannot interleave inside a choice.
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -137,13 +136,8 @@ class TargetEndpoints:
         return breaker
 
     def release(self, instance: Instance) -> None:
-        """Close a pick that was not used: its slot back, nothing learned.
-
-        An observation dated -inf weighs nothing in a time-decayed estimate
-        (peak EWMA), and the other balancers ignore latency, so this is
-        ``done`` without feedback.
-        """
-        self.balancer.done(instance, True, 0.0, -math.inf)
+        """Close a pick that was not used: its slot back, nothing learned."""
+        self.balancer.cancel(instance)
 
     def settle(
         self, choice: Choice, verdict: bool | None, observed: int | CallError | None,

@@ -158,3 +158,23 @@ def test_make_balancer_rejects_unknown_names_and_options() -> None:
     with pytest.raises(ConfigError, match="allowed: decay, default_latency, clock, rng"):
         make_balancer("p2c_ewma", decy=5)
     assert isinstance(make_balancer("least_request", choice_count=3), LeastRequest)
+
+
+def test_cancel_gives_back_the_slot_without_learning() -> None:
+    """cancel() returns an unused pick's in-flight slot and leaves the latency estimate alone."""
+    from qanat.core.balance import Endpoint, LeastRequest, PeakEwmaP2C
+
+    p2c: PeakEwmaP2C[Endpoint] = PeakEwmaP2C(
+        [Endpoint("a")], default_latency=0.05, clock=lambda: 0.0
+    )
+    picked = p2c.pick()
+    assert picked is not None and p2c.in_flight("a") == 1
+    before = p2c.estimate("a", 0.0)
+    p2c.cancel(picked)
+    assert p2c.in_flight("a") == 0
+    assert p2c.estimate("a", 0.0) == before
+    least: LeastRequest[Endpoint] = LeastRequest([Endpoint("a")])
+    chosen = least.pick()
+    assert chosen is not None and least.active("a") == 1
+    least.cancel(chosen)
+    assert least.active("a") == 0

@@ -280,3 +280,20 @@ def test_budgets_stay_importable_from_core_retry() -> None:
     assert retry.RetryBudget is retry_budget.RetryBudget
     assert retry.RatioRetryBudget is retry_budget.RatioRetryBudget
     assert retry.BudgetStats is retry_budget.BudgetStats
+
+
+def test_transport_errors_name_their_own_condition() -> None:
+    """A connect failure that is also Unavailable matches connect-failure; a reset matches reset."""
+    from qanat.http import ConnectError, UpstreamReset
+
+    refused = ConnectError("refused")
+    reset = UpstreamReset("reset", request_sent=True)
+    only_connect = RetryPolicy(retry_on=frozenset({"connect-failure"}))
+    only_reset = RetryPolicy(retry_on=frozenset({"reset"}))
+    only_unavailable = RetryPolicy(retry_on=frozenset({"unavailable"}))
+    assert only_connect.retryable_error(refused)
+    assert not only_connect.retryable_error(reset)
+    assert only_reset.retryable_error(reset)
+    assert not only_reset.retryable_error(refused)
+    assert only_unavailable.retryable_error(refused)  # still Unavailable: nothing was done
+    assert not only_unavailable.retryable_error(reset)

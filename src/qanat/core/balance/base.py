@@ -81,6 +81,11 @@ class Balancer(Protocol[E]):
         """Close a ``pick``: call exactly once for every endpoint ``pick`` returned."""
         ...
 
+    def cancel(self, endpoint: E) -> None:
+        """Close a ``pick`` that was not used (e.g. its breaker refused): the in-flight
+        slot goes back and nothing is learned. Use instead of ``done``, never both."""
+        ...
+
 
 def eligible(endpoints: Sequence[E], source: str) -> list[E]:
     """The endpoints a balancer may pick, in order: active ones with weight > 0.
@@ -120,4 +125,7 @@ class NoFeedback:
         """Ignored: this algorithm does not adapt to outcomes."""
 
     def done(self, endpoint: EndpointLike, success: bool, latency: float, now: float) -> None:
+        """Ignored: this algorithm keeps no in-flight counts."""
+
+    def cancel(self, endpoint: EndpointLike) -> None:
         """Ignored: this algorithm keeps no in-flight counts."""

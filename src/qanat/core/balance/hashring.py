@@ -182,6 +182,10 @@ class ConsistentHash(Generic[E]):
     def report(self, endpoint_id: str, success: bool, latency: float, now: float) -> None:
         """Ignored: the ring does not adapt to outcomes."""
 
+    def cancel(self, endpoint: EndpointLike) -> None:
+        """Close an unused ``pick``: the same as ``done`` here (the ring learns nothing)."""
+        self.done(endpoint, True, 0.0, 0.0)
+
     def done(self, endpoint: EndpointLike, success: bool, latency: float, now: float) -> None:
         """Close a ``pick``: gives back the in-flight slot taken in bounded-load mode."""
         if self._epsilon is None:

@@ -113,6 +113,10 @@ class LeastRequest(Generic[E]):
         if host is not None and host.active > 0:
             host.active -= 1
 
+    def cancel(self, endpoint: EndpointLike) -> None:
+        """Close an unused ``pick``: the same as ``done`` here (only counts matter)."""
+        self.done(endpoint, True, 0.0, 0.0)
+
     def report(self, endpoint_id: str, success: bool, latency: float, now: float) -> None:
         """Ignored: only active-request counts matter here."""
 

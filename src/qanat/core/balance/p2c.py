@@ -115,6 +115,12 @@ class PeakEwmaP2C(Generic[E]):
             peer.in_flight -= 1
         self._observe(peer, latency, now)
 
+    def cancel(self, endpoint: EndpointLike) -> None:
+        """Close an unused ``pick``: give back its in-flight slot, observe nothing."""
+        peer = self._by_id.get(endpoint.id)
+        if peer is not None and peer.in_flight > 0:
+            peer.in_flight -= 1
+
     def report(self, endpoint_id: str, success: bool, latency: float, now: float) -> None:
         """Observe a latency for ``endpoint_id`` without touching in-flight counts."""
         peer = self._by_id.get(endpoint_id)
