@@ -17,6 +17,8 @@ Rules (RFC 7519, the JWT BCP RFC 8725, APISIX ``jwt-auth``):
 
 ``JwtVerifier.verify(token, now)`` does no I/O: keys come from the settings
 and, for JWKS, from ``qanat.security.jwks`` which fetches and caches them.
+Successful verifications are cached (bounded LRU keyed by the token's bytes,
+as Envoy ``jwt_authn``'s ``jwt_cache_config`` does): see ``JwtVerifier``.
 """
 
 from __future__ import annotations
@@ -26,21 +28,21 @@ import binascii
 import json
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jwt.algorithms import get_default_algorithms
-
 from qanat.security import _request
 from qanat.security.failure import AuthFailure
 from qanat.security.identity import Identity
-from qanat.security.keys import KeySet, VerificationKey
+from qanat.security.keys import KeySet
 
 Headers = Sequence[tuple[bytes, bytes]]
 DEFAULT_LEEWAY = 60.0
 MAX_TOKEN_BYTES = 8192
-_ALGORITHMS = get_default_algorithms()  # PyJWT's signers: HMAC, RSA(-PSS), ECDSA (raw r||s)
+CACHE_SIZE = 1024  # verified tokens remembered per verifier
+CACHE_TTL = 60.0  # seconds a verified token is trusted without checking its signature again
 _SEGMENT = re.compile(rb"[A-Za-z0-9_-]*")
 
 
@@ -146,12 +148,28 @@ def _strings(value: object) -> tuple[str, ...] | None:
 
 
 class JwtVerifier:
-    """Verifies tokens against ``settings``; pure and thread-safe (no state changes)."""
+    """Verifies tokens against ``settings``; pure (no I/O), for one event loop.
 
-    __slots__ = ("settings",)
+    Successes are remembered for at most ``cache_ttl`` seconds (0 turns the
+    cache off) in an LRU of ``cache_size`` tokens keyed by the exact token
+    bytes, so a client's next request skips the base64, JSON and signature
+    work. An entry holds ``(identity, verified_at, until)`` with ``until =
+    min(exp + leeway, verified_at + cache_ttl)``: a hit needs ``verified_at
+    <= now < until``, which re-checks ``exp`` against ``now`` and, because
+    ``nbf`` held at ``verified_at``, ``nbf`` too (a clock that went back
+    verifies afresh). New ``keys`` (a JWKS refresh or rotation hands over a
+    new ``KeySet``) empty the cache; failures are never cached.
+    """
 
-    def __init__(self, settings: JwtSettings) -> None:
+    __slots__ = ("_cache", "_cache_keys", "_size", "_ttl", "settings")
+
+    def __init__(self, settings: JwtSettings, *, cache_size: int = CACHE_SIZE,
+                 cache_ttl: float = CACHE_TTL) -> None:
         self.settings = settings
+        self._cache: OrderedDict[bytes, tuple[Identity, float, float]] = OrderedDict()
+        self._cache_keys: KeySet | None = None  # the ``keys`` the cached entries were checked with
+        self._size = cache_size if cache_ttl > 0 else 0
+        self._ttl = cache_ttl
 
     def verify(
         self, token: bytes | str, now: float, keys: KeySet | None = None
@@ -164,6 +182,28 @@ class JwtVerifier:
         raw = token.encode("latin-1") if isinstance(token, str) else token
         if len(raw) > MAX_TOKEN_BYTES:
             return _fail(f"token longer than {MAX_TOKEN_BYTES} bytes")
+        cache = self._cache
+        if keys is not self._cache_keys:
+            cache.clear()  # other keys may not verify what the old ones did
+            self._cache_keys = keys
+        hit = cache.get(raw)
+        if hit is not None:
+            if hit[1] <= now < hit[2]:
+                cache.move_to_end(raw)
+                return hit[0]
+            del cache[raw]
+        result = self._verify_token(raw, now, keys)
+        if self._size and isinstance(result, Identity):
+            exp = result.expires_at
+            until = now + self._ttl
+            if exp is not None:
+                until = min(until, exp + self.settings.leeway)
+            cache[raw] = (result, now, until)
+            if len(cache) > self._size:
+                cache.popitem(last=False)
+        return result
+
+    def _verify_token(self, raw: bytes, now: float, keys: KeySet | None) -> Identity | AuthFailure:
         parts = _parse(raw)
         if parts is None:
             return _fail("malformed token")
@@ -183,7 +223,7 @@ class JwtVerifier:
             return _fail(f"unknown key id {kid!r}", kid=kid)
         if not candidates:
             return _fail(f"no {alg} key" + (f" with id {kid!r}" if kid else ""))
-        if not any(_verify(k, signing_input, signature) for k in candidates):
+        if not any(k.verifies(signing_input, signature) for k in candidates):
             return _fail("signature verification failed")
         try:
             claims = json.loads(payload)
@@ -259,14 +299,6 @@ def _parse(raw: bytes) -> tuple[dict[str, Any], bytes, bytes, bytes] | None:
     if not isinstance(header, dict):
         return None
     return header, payload, signing_input, signature
-
-
-def _verify(key: VerificationKey, signing_input: bytes, signature: bytes) -> bool:
-    # The key's own algorithm, never the header's: see qanat.security.keys.
-    try:
-        return bool(_ALGORITHMS[key.alg].verify(signing_input, key.key, signature))
-    except (ValueError, TypeError):
-        return False
 
 
 def _scopes(claims: Mapping[str, Any]) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt.algorithms import get_default_algorithms
 from jwt.exceptions import InvalidKeyError, PyJWKError
 
 from qanat.errors import ConfigError
@@ -34,6 +35,7 @@ SUPPORTED_ALGS = HMAC_ALGS | RSA_ALGS | frozenset(EC_CURVES)
 # RFC 7518 §3.2: an HMAC key must be at least as long as the hash output.
 _MIN_SECRET = {"HS256": 32, "HS384": 48, "HS512": 64}
 _PEM_MARKERS = (b"-----BEGIN", b"ssh-rsa", b"ssh-ed25519", b"ecdsa-sha2-")
+_SIGNERS = get_default_algorithms()  # PyJWT's signers: HMAC, RSA(-PSS), ECDSA (raw r||s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,14 @@ class VerificationKey:
     alg: str
     key: Any  # bytes for HMAC, a cryptography public key otherwise
     kid: str | None = None
+
+    def verifies(self, signing_input: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` signs ``signing_input`` under this key's own algorithm
+        (never the token header's)."""
+        try:
+            return bool(_SIGNERS[self.alg].verify(signing_input, self.key, signature))
+        except (ValueError, TypeError):
+            return False
 
 
 class KeySet:
