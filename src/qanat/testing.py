@@ -4,12 +4,14 @@
 - ``eventually`` / ``eventually_sync``: wait for a condition another task,
   thread or process will make true, with a deadline and a message that says
   what was awaited and what was last seen. The one way qanat's tests wait.
+- ``free_port``: a TCP port to hand to a server started in another process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -221,4 +223,17 @@ def eventually_sync(
         sleep(pause)
 
 
-__all__ = ["FakeClock", "eventually", "eventually_sync"]
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listened on a moment ago (the OS picks it).
+
+    Only for a server that must be told its port up front (a subprocess, a
+    config file). Another process may take the port before that server binds
+    it; a server in this process should bind port 0 and read its port back.
+    """
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+__all__ = ["FakeClock", "eventually", "eventually_sync", "free_port"]

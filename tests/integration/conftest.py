@@ -1,4 +1,4 @@
-"""Fixtures for tests against real servers (etcd here).
+"""Fixtures for tests against real servers (etcd here; Redis in ``tests/conftest.py``).
 
 - ``etcd_url`` (session): the shared etcd on 127.0.0.1:2379, started by
   ``scripts/etcd.sh`` when it does not answer. If it still cannot be reached the
@@ -6,6 +6,12 @@
 - ``private_etcd``: an etcd of the test's own, on free ports with its data in a
   tmp dir, that the test may ``stop()`` (SIGKILL, like a crash) and ``start()``
   again (optionally with a fresh data dir). Teardown always kills it.
+- ``upstream``: a started ``UpstreamServer`` (``test_gateway_support``), closed
+  at teardown.
+
+This folder is put on ``sys.path`` here, so that test modules import the
+shared ``test_gateway_support`` by name (pytest runs with
+``--import-mode=importlib``, which does not add test folders to the path).
 """
 
 from __future__ import annotations
@@ -14,20 +20,24 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 
 import pytest
 
-_ROOT = Path(__file__).resolve().parents[2]
-if str(_ROOT) not in sys.path:  # make ``tests.contract`` importable
-    sys.path.insert(0, str(_ROOT))
+_HERE = Path(__file__).resolve().parent
+_ROOT = _HERE.parents[1]
+for _path in (_ROOT, _HERE):  # ``tests.contract`` and ``test_gateway_support`` importable
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from test_gateway_support import UpstreamServer  # noqa: E402  (needs the path above)
+
+from qanat.testing import eventually, free_port  # noqa: E402
 
 ETCD_SCRIPT = _ROOT / "scripts" / "etcd.sh"
 SHARED_HOST, SHARED_PORT = "127.0.0.1", 2379
@@ -64,14 +74,6 @@ def etcd_url() -> str:
     return f"etcd://{SHARED_HOST}:{SHARED_PORT}"
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class PrivateEtcd:
     """A single-member etcd owned by one test: start, kill, start again."""
 
@@ -98,14 +100,22 @@ class PrivateEtcd:
         assert self.process is None, "already running"
         if fresh:
             shutil.rmtree(self.data_dir, ignore_errors=True)
-        self.process = self._spawn()
-        deadline = time.monotonic() + START_DEADLINE
-        while not await asyncio.to_thread(etcd_healthy, self.client_port, timeout=0.5):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                tail = self.log_path.read_text(errors="replace")[-2000:]
-                raise AssertionError(f"private etcd did not become healthy; log tail:\n{tail}")
-            await asyncio.sleep(0.05)  # polling interval of a condition with a deadline
+        self.process = process = self._spawn()
+
+        def healthy() -> Awaitable[bool]:
+            if process.poll() is not None:
+                raise AssertionError(f"private etcd exited with {process.returncode}: {tail()}")
+            return asyncio.to_thread(etcd_healthy, self.client_port, timeout=0.5)
+
+        def tail() -> str:
+            return self.log_path.read_text(errors="replace")[-2000:]
+
+        try:
+            await eventually(healthy, timeout=START_DEADLINE, interval=0.05,
+                             what=lambda: f"private etcd to become healthy; log tail:\n{tail()}")
+        except AssertionError:
+            self.stop()
+            raise
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
@@ -157,3 +167,11 @@ async def private_etcd(etcd_url: str, tmp_path: Path) -> AsyncIterator[PrivateEt
 def shared_etcd_url(etcd_url: str) -> Iterator[str]:
     """The shared etcd with a fresh key namespace for this test."""
     yield f"{etcd_url}?prefix={unique_prefix()}"
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[UpstreamServer]:
+    """A started ``UpstreamServer``; closed (every connection aborted) at teardown."""
+    up = await UpstreamServer().start()
+    yield up
+    await up.close()

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
+from test_gateway_support import RawClient, UpstreamServer, get, start_gateway, static
 
 from qanat.gateway.app import Gateway
-
-# pytest runs with --import-mode=importlib: make the shared helpers next to this file importable
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_gateway_support import RawClient, UpstreamServer, get, start_gateway, static
 
 pytestmark = pytest.mark.integration
 
@@ -63,13 +58,6 @@ ROUTED_AWAY = [  # normalised, these reach /admin, which has no route: 404, neve
     b"GET /api/.%2E/admin HTTP/1.1\r\n" + H + b"\r\n",
     b"GET //api/./..//admin HTTP/1.1\r\n" + H + b"\r\n",
 ]
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[UpstreamServer]:
-    up = await UpstreamServer().start()
-    yield up
-    await up.close()
 
 
 @pytest.fixture

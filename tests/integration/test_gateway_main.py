@@ -4,43 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from test_gateway_support import UpstreamServer, connect_when_listening, get
 
-# pytest runs with --import-mode=importlib: make the shared helpers next to this file importable
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_gateway_support import RawClient, UpstreamServer, get
+from qanat.testing import free_port
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[UpstreamServer]:
-    up = await UpstreamServer().start()
-    yield up
-    await up.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _connect_when_listening(port: int, timeout: float = 20.0) -> RawClient:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            return await RawClient.connect(port)
-        except OSError:
-            if loop.time() > deadline:
-                raise
-            await asyncio.sleep(0.05)  # polling the real condition: is the port open yet
 
 
 async def test_module_serves_config_and_stops_on_sigterm(
@@ -55,13 +27,13 @@ async def test_module_serves_config_and_stops_on_sigterm(
         "    match: {prefix: /api}\n"
         f"    upstream: {{kind: static, targets: [{{url: 'http://127.0.0.1:{upstream.port}'}}]}}\n"
     )
-    port = _free_port()
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "qanat.gateway", "--config", str(config), "--port", str(port),
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        client = await _connect_when_listening(port)
+        client = await connect_when_listening(port, proc)
         reply = await client.request(get("/api/hello"))
         assert reply.status == 200 and reply.json()["path"] == "/api/hello"
         reply = await client.request(

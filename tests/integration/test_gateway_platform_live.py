@@ -3,12 +3,12 @@ discovery through a registry, live reload from a config store, admin and metrics
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from test_gateway_support import RawClient, UpstreamServer, get, static
 
 from qanat.backends import open_config_store, open_registry
 from qanat.gateway.hardening import Limits
@@ -16,9 +16,7 @@ from qanat.gateway.reload import ROUTES_KEY, route_document
 from qanat.gateway.topology import GatewayPlan
 from qanat.gateway.workers import GatewayProcess
 from qanat.ports import Instance, Registry
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_gateway_support import RawClient, UpstreamServer, eventually, get, static
+from qanat.testing import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -99,24 +97,27 @@ async def test_service_route_follows_instances_joining_and_leaving(
     await registry.register(_instance(0, a))
     platform = await Platform(url, [SERVICE_ROUTE]).start()
     try:
-        await eventually(lambda: not platform.gateway.not_ready())
+        await eventually(lambda: not platform.gateway.not_ready(), timeout=10, what="gateway ready")
         assert (await platform.get("/__qanat/ready"))[0] == 200
         for _ in range(4):
             assert (await platform.get("/api/users/1"))[0] == 200
         assert len(a.seen) == 4 and not b.seen
         await registry.register(_instance(1, b))
-        await eventually(lambda: platform.endpoints("users") == 2)
+        await eventually(lambda: platform.endpoints("users") == 2, timeout=10,
+                         what="2 users endpoints")
         for _ in range(4):
             assert (await platform.get("/api/users/1"))[0] == 200
         assert len(b.seen) == 2  # round robin over both
         await registry.deregister("users", "users-0")
-        await eventually(lambda: platform.endpoints("users") == 1)
+        await eventually(lambda: platform.endpoints("users") == 1, timeout=10,
+                         what="1 users endpoint")
         seen_a = len(a.seen)
         for _ in range(4):
             assert (await platform.get("/api/users/1"))[0] == 200
         assert len(a.seen) == seen_a and len(b.seen) == 6
         await registry.deregister("users", "users-1")
-        await eventually(lambda: platform.endpoints("users") == 0)
+        await eventually(lambda: platform.endpoints("users") == 0, timeout=10,
+                         what="no users endpoint")
         status, body = await platform.get("/api/users/1")
         assert status == 503 and b"no-endpoint" in body
     finally:
@@ -136,9 +137,10 @@ async def test_route_change_applies_while_an_old_request_completes(
     client = await RawClient.connect(platform.gateway.port)
     try:
         await client.send(b"POST /old/upload HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello")
-        await eventually(old_up.got_request.is_set)
+        await eventually(old_up.got_request.is_set, timeout=10, what="the slow request upstream")
         revision = await platform.set_routes([new])
-        await eventually(lambda: platform.reloader.status()["revision"] == revision)
+        await eventually(lambda: platform.reloader.status()["revision"] == revision, timeout=10,
+                         what=lambda: f"revision {revision}: {platform.reloader.status()}")
         assert (await platform.get("/new/x"))[0] == 200
         assert (await platform.get("/old/x"))[0] == 404
         old_up.gate.set()  # the upstream now reads the body and answers
@@ -164,7 +166,8 @@ async def test_invalid_change_is_rejected_and_the_old_routes_keep_serving(
         good = platform.reloader.status()["revision"]
         bad_route = {**route, "filters": [{"name": "no-such-filter"}]}
         bad = await platform.set_routes([bad_route])
-        await eventually(lambda: platform.reloader.status()["rejected"] == 1)
+        await eventually(lambda: platform.reloader.status()["rejected"] == 1, timeout=10,
+                         what=lambda: f"one rejected reload: {platform.reloader.status()}")
         assert (await platform.get("/api/x"))[0] == 200
         client = await RawClient.connect(platform.admin.port)
         try:
@@ -187,7 +190,7 @@ async def test_admin_port_serves_metrics_routes_upstreams_and_stats(
     api = {"name": "api", "match": {"prefix": "/api"}, "upstream": static(ups[1])}
     platform = await Platform(url, [SERVICE_ROUTE, api]).start()
     try:
-        await eventually(lambda: not platform.gateway.not_ready())
+        await eventually(lambda: not platform.gateway.not_ready(), timeout=10, what="gateway ready")
         for path in ("/api/users/1", "/api/users/2", "/api/x", "/nowhere"):
             await platform.get(path)
         port = platform.admin.port

@@ -3,64 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
-import socket
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from test_gateway_support import Response, UpstreamServer, connect_when_listening, get
 
 from qanat.backends import open_registry
 from qanat.ports import Instance
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_gateway_support import RawClient, Response, UpstreamServer, get
+from qanat.testing import eventually, free_port
 
 pytestmark = pytest.mark.integration
 SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop" / "qanat.yaml"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[UpstreamServer]:
-    up = await UpstreamServer().start()
-    yield up
-    await up.close()
-
-
 async def _request(port: int, path: str, timeout: float = 20.0) -> Response:
-    """GET ``path`` on a new connection, retrying while the port is not open yet."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            client = await RawClient.connect(port)
-        except OSError:
-            if loop.time() > deadline:
-                raise
-            await asyncio.sleep(0.05)  # polling the real condition: is the port open yet
-            continue
-        try:
-            return await client.request(get(path))
-        finally:
-            await client.close()
+    """GET ``path`` on a new connection, once the port accepts one."""
+    client = await connect_when_listening(port, timeout=timeout)
+    try:
+        return await client.request(get(path))
+    finally:
+        await client.close()
 
 
 async def _until_status(port: int, path: str, status: int, timeout: float = 20.0) -> Response:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+    """GET ``path`` (a new connection each time) until it answers ``status``."""
+    last: list[Response] = []
+
+    async def answered() -> Response | None:
         reply = await _request(port, path, timeout)
-        if reply.status == status or loop.time() > deadline:
-            return reply
-        await asyncio.sleep(0.05)  # polling the real condition: the probe's answer
+        last[:] = [reply]
+        return reply if reply.status == status else None
+
+    return await eventually(answered, timeout=timeout, interval=0.05,
+                            what=lambda: f"{path} to answer {status}; last answer: {last}")
 
 
 async def _gateway(topology: Path, *args: str) -> asyncio.subprocess.Process:
@@ -87,7 +66,7 @@ async def test_topology_gateway_routes_through_the_registry(
     instance (rewritten), the admin port lists the routes, SIGTERM exits 0."""
     shutil.copy(SHOP, tmp_path / "qanat.yaml")
     registry = await open_registry(f"sqlite:///{tmp_path}/.qanat/control.db")
-    port, admin = _free_port(), _free_port()
+    port, admin = free_port(), free_port()
     proc = await _gateway(tmp_path / "qanat.yaml", "--port", str(port),
                           "--admin-port", str(admin))
     try:
@@ -111,17 +90,20 @@ async def test_topology_gateway_routes_through_the_registry(
 async def test_two_workers_share_the_port(tmp_path: Path) -> None:
     """With --workers 2 both processes answer on the one port; SIGTERM stops them all."""
     shutil.copy(SHOP, tmp_path / "qanat.yaml")
-    port = _free_port()
+    port = free_port()
     proc = await _gateway(tmp_path / "qanat.yaml", "--port", str(port), "--workers", "2")
     try:
         pids: set[int] = set()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while len(pids) < 2 and loop.time() < deadline:
+
+        async def both_answered() -> bool:
             reply = await _request(port, "/__qanat/health")  # a new connection each time
             if reply.status == 200:
                 pids.add(reply.json()["pid"])
-        assert len(pids) == 2 and proc.pid not in pids
+            return len(pids) == 2
+
+        await eventually(both_answered, timeout=30, interval=0,
+                         what=lambda: f"both workers to answer; pids so far: {pids}")
+        assert proc.pid not in pids
         assert await _stop(proc) == 0
         for pid in pids:
             with pytest.raises(ProcessLookupError):
@@ -131,8 +113,6 @@ async def test_two_workers_share_the_port(tmp_path: Path) -> None:
 
 
 def _signal_zero(pid: int) -> None:
-    import os
-
     os.kill(pid, 0)
 
 

@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
+from test_gateway_support import RawClient, UpstreamServer, get, start_gateway, static
 
 from qanat.gateway.app import Gateway
 
-# pytest runs with --import-mode=importlib: make the shared helpers next to this file importable
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_gateway_support import RawClient, UpstreamServer, get, start_gateway, static
-
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[UpstreamServer]:
-    up = await UpstreamServer().start()
-    yield up
-    await up.close()
 
 
 @pytest.fixture

@@ -5,18 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-
-# pytest runs with --import-mode=importlib: make the shared helpers next to this file importable
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_gateway_support import (
     RawClient,
     UpstreamServer,
-    eventually,
     get,
     start_gateway,
     static,
@@ -24,17 +18,11 @@ from test_gateway_support import (
 
 from qanat.gateway.app import Gateway
 from qanat.gateway.body import HIGH_WATER
+from qanat.testing import eventually
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
 BIG = 48 * MIB  # far more than every buffer on the path (kernel socket buffers included)
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[UpstreamServer]:
-    up = await UpstreamServer().start()
-    yield up
-    await up.close()
 
 
 @pytest.fixture
@@ -63,7 +51,8 @@ async def test_large_upload_pauses_the_client_instead_of_buffering(
 
     sender = asyncio.create_task(send_body())
     await asyncio.wait_for(upstream.read_paused.wait(), 30)  # the upstream stopped reading
-    await eventually(lambda: gateway.stats().body_pauses >= 1, timeout=30)
+    await eventually(lambda: gateway.stats().body_pauses >= 1, timeout=30,
+                     what=lambda: f"a body pause: {gateway.stats()}")
     assert not sender.done()  # the client is blocked: nobody holds the rest of the body
     upstream.gate.set()  # now let the upstream consume everything
     await asyncio.wait_for(sender, 60)

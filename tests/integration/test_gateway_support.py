@@ -1,10 +1,22 @@
 """Shared helpers for the gateway integration tests (no tests here).
 
-- ``UpstreamServer``: a real HTTP/1.1 upstream on 127.0.0.1:0 (asyncio +
-  httptools) that records what it receives and can stall, stream large
-  bodies and consume uploads slowly, with events the tests wait on.
+Upstreams, both real HTTP/1.1 servers on 127.0.0.1:0 (asyncio + httptools):
+
+- ``UpstreamServer``: records what it receives (raw bytes) and can stall,
+  stream large bodies and consume uploads slowly, with events the tests wait
+  on. Paths: /slow never answers, /big/N sends N bytes, /upload reads only
+  after ``gate`` is set; anything else echoes method, path, headers and body.
+- ``Backend``: one named instance whose answer to each request is scripted by
+  ``behave(seen)``: a status, ``RESET`` (close without answering), ``HANG``
+  (never answer) or ``STREAM`` (a head, one chunk, then a reset). Every request
+  is recorded in ``seen`` with its body, so tests count what reached it.
+
+Clients and gateways:
+
 - ``RawClient``: a socket-level client that writes exact bytes and parses
   responses, so hostile requests reach the gateway unmodified.
+- ``start_gateway`` (in process), ``connect_when_listening`` (a gateway
+  started as a process), ``static`` (a static upstream of some servers).
 """
 
 from __future__ import annotations
@@ -15,13 +27,63 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httptools
 
 from qanat.gateway.app import Gateway
 from qanat.gateway.hardening import Limits
+from qanat.testing import eventually
 
 __test__ = False  # nothing to collect here
+
+RESET, HANG, STREAM = -1, -2, -3
+Cleanup = Callable[[], Awaitable[None]]
+
+
+class _Listening:
+    """What both upstreams share: a listener on 127.0.0.1:0 and its open connections."""
+
+    server: asyncio.Server | None
+    port: int
+    transports: set[asyncio.Transport]
+
+    def __post_init__(self) -> None:
+        self.server, self.port, self.transports = None, 0, set()
+
+    async def _listen(self, protocol: Callable[[], asyncio.Protocol]) -> None:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(protocol, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def close(self) -> None:
+        """Stop listening and abort every open connection."""
+        if self.server is not None:
+            self.server.close()
+            for t in list(self.transports):
+                t.abort()
+            await self.server.wait_closed()
+
+
+class _Tracked(asyncio.Protocol):
+    """A connection that its server can abort at close."""
+
+    def __init__(self, owner: _Listening) -> None:
+        self.owner = owner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        self.owner.transports.add(self.transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.transports.discard(self.transport)
+
+
+# -- UpstreamServer: raw records, slow paths, big bodies -----------------------------------
 
 
 @dataclass
@@ -33,10 +95,8 @@ class Seen:
 
 
 @dataclass
-class UpstreamServer:
-    """A test upstream. Paths: /slow (never answers), /big/N (N bytes), /upload
-    (counts and hashes the body, reading only after ``gate`` is set), anything
-    else echoes method, path, headers and body as JSON."""
+class UpstreamServer(_Listening):
+    """A test upstream with slow paths and big bodies (see the module docstring)."""
 
     connections: int = 0
     seen: list[Seen] = field(default_factory=list)
@@ -46,26 +106,15 @@ class UpstreamServer:
     write_paused: asyncio.Event = field(default_factory=asyncio.Event)
     written_before_pause: int = -1
     extra_response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    server: asyncio.Server | None = None
-    port: int = 0
-    transports: set[asyncio.Transport] = field(default_factory=set)
 
     async def start(self) -> UpstreamServer:
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _UpstreamProtocol(self), "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
+        await self._listen(lambda: _UpstreamProtocol(self))
         return self
 
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            for t in list(self.transports):
-                t.abort()
-            await self.server.wait_closed()
 
-
-class _UpstreamProtocol(asyncio.Protocol):
+class _UpstreamProtocol(_Tracked):
     def __init__(self, up: UpstreamServer) -> None:
+        super().__init__(up)
         self.up = up
         self.parser = httptools.HttpRequestParser(self)
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -76,12 +125,11 @@ class _UpstreamProtocol(asyncio.Protocol):
         self.tasks: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        super().connection_made(transport)
         self.up.connections += 1
-        self.up.transports.add(self.transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.up.transports.discard(self.transport)
+        super().connection_lost(exc)
         for t in self.tasks:
             t.cancel()
         self.drained.set()
@@ -175,6 +223,101 @@ class _UpstreamProtocol(asyncio.Protocol):
                 await self.drained.wait()
 
 
+# -- Backend: scripted answers, decoded records --------------------------------------------
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+def always(status: int) -> Callable[[Received], int]:
+    return lambda seen: status
+
+
+@dataclass
+class Backend(_Listening):
+    """One upstream instance; ``name`` is echoed in every answer as ``instance``."""
+
+    name: str
+    behave: Callable[[Received], int] = field(default=always(200))
+    extra: Callable[[Received], bytes] = field(default=lambda seen: b"")  # raw header lines
+    seen: list[Received] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # a whole request came in
+    heads: asyncio.Event = field(default_factory=asyncio.Event)  # a request head came in
+
+    async def start(self) -> Backend:
+        await self._listen(lambda: _BackendProtocol(self))
+        return self
+
+    def count(self, method: str | None = None) -> int:
+        return sum(1 for s in self.seen if method is None or s.method == method)
+
+
+class _BackendProtocol(_Tracked):
+    def __init__(self, backend: Backend) -> None:
+        super().__init__(backend)
+        self.backend = backend
+        self.parser = httptools.HttpRequestParser(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.transport.abort()
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers: dict[str, str] = {}
+        self.body: list[bytes] = []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode().lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.backend.heads.set()
+
+    def on_body(self, chunk: bytes) -> None:
+        self.body.append(chunk)
+
+    def on_message_complete(self) -> None:
+        seen = Received(self.parser.get_method().decode(), self.url.decode(), self.headers,
+                    b"".join(self.body))
+        self.backend.seen.append(seen)
+        self.backend.arrived.set()
+        action = self.backend.behave(seen)
+        if action == HANG:
+            return
+        if action == RESET:
+            self.transport.abort()
+            return
+        payload = json.dumps({
+            "instance": self.backend.name, "method": seen.method, "path": seen.path,
+            "headers": seen.headers, "body_length": len(seen.body),
+        }).encode()
+        if action == STREAM:
+            self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n" + payload)
+            asyncio.get_running_loop().call_soon(self.transport.abort)
+            return
+        self.transport.write(
+            b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n"
+            % (action, len(payload), self.backend.extra(seen)) + payload
+        )
+
+
+async def backends(*names: str) -> list[Backend]:
+    return [await Backend(n).start() for n in names]
+
+
+# -- clients and gateways ------------------------------------------------------------------
+
+
 @dataclass
 class Response:
     status: int
@@ -240,17 +383,18 @@ class RawClient:
         return await self.response(timeout)
 
     async def closed(self, timeout: float = 10.0) -> bool:
-        """Whether the gateway closes the connection (EOF) within ``timeout``."""
-        async def wait_eof() -> bool:
+        """Whether the gateway closes the connection (EOF or reset) within ``timeout``."""
+
+        async def eof() -> bool:
             while True:
                 try:
-                    data = await self.reader.read(65536)
+                    if not await self.reader.read(65536):
+                        return True
                 except ConnectionResetError:
                     return True
-                if not data:
-                    return True
+
         try:
-            return await asyncio.wait_for(wait_eof(), timeout)
+            return await asyncio.wait_for(eof(), timeout)
         except TimeoutError:
             return False
 
@@ -264,8 +408,9 @@ def get(path: str, host: str = "gw.test", extra: str = "") -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
 
 
-def static(up: UpstreamServer) -> dict[str, object]:
-    return {"kind": "static", "targets": [{"url": f"http://127.0.0.1:{up.port}"}]}
+def static(*servers: _Listening, **extra: object) -> dict[str, object]:
+    """A static upstream over ``servers`` (``extra``: more upstream settings)."""
+    return {"kind": "static", "targets": [{"url": s.url} for s in servers], **extra}
 
 
 async def start_gateway(routes: list[dict[str, object]], **limits: object) -> Gateway:
@@ -274,14 +419,24 @@ async def start_gateway(routes: list[dict[str, object]], **limits: object) -> Ga
     return gateway
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait until ``predicate()`` holds, checking on every loop turn, or fail at the deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        await asyncio.sleep(0.001)
+async def connect_when_listening(
+    port: int,
+    proc: asyncio.subprocess.Process | None = None,
+    log: Path | None = None,
+    timeout: float = 30.0,
+) -> RawClient:
+    """A connection to a gateway process once ``port`` accepts one; fails early if ``proc``
+    exits, and names ``log``'s tail in the failure."""
 
+    def attempt() -> Awaitable[RawClient]:
+        if proc is not None and proc.returncode is not None:
+            raise AssertionError(f"the gateway exited with {proc.returncode}: {tail()}")
+        return RawClient.connect(port)
 
-Cleanup = Callable[[], Awaitable[None]]
+    def tail() -> str:
+        if log is None or not log.exists():
+            return "(no log)"
+        return log.read_text(errors="replace")[-2000:]
+
+    return await eventually(attempt, timeout=timeout, interval=0.05, ignore=(OSError,),
+                            what=lambda: f"a gateway listening on {port}; log tail: {tail()}")

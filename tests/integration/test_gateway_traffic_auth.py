@@ -6,20 +6,15 @@ import base64
 import hashlib
 import hmac
 import json
-import sys
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_gateway_support import RawClient, get, start_gateway
-from test_gateway_traffic_support import Backend, static
+from test_gateway_support import Backend, RawClient, get, start_gateway, static
 
 from qanat.gateway.app import Gateway
 from qanat.security import hash_api_key

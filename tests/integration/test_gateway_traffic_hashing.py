@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_gateway_support import RawClient, get
-from test_gateway_traffic_support import Backend, backends, static
+from test_gateway_support import Backend, RawClient, backends, get, static
 
 from qanat.gateway.admin import AdminServer
 from qanat.gateway.app import Gateway

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_gateway_support import RawClient, get, start_gateway
-from test_gateway_traffic_support import HANG, RESET, STREAM, Backend, backends, static
+from test_gateway_support import (
+    HANG,
+    RESET,
+    STREAM,
+    Backend,
+    RawClient,
+    backends,
+    get,
+    start_gateway,
+    static,
+)
 
 from qanat.gateway.app import Gateway
 from qanat.gateway.proxy import snapshot

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_gateway_support import RawClient, get, start_gateway
-from test_gateway_traffic_support import Backend, backends, static
+from test_gateway_support import Backend, RawClient, backends, get, start_gateway, static
 
 pytestmark = pytest.mark.integration
 

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import random
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_gateway_support import RawClient, get, start_gateway
-from test_gateway_traffic_support import Backend, backends, static
+from test_gateway_support import Backend, RawClient, backends, get, start_gateway, static
 
 from qanat.gateway.app import Gateway
 from qanat.gateway.upstream import StaticResolver

@@ -4,7 +4,7 @@ Two OS processes sharing one Redis never admit more than the global limit;
 a Redis that refuses connections or stops answering hands the decision to
 the local limiter, which still holds the limit, until a probe finds Redis back.
 If Redis cannot be reached the tests fail under CI (``CI`` set) and are
-skipped elsewhere.
+skipped elsewhere (the ``redis_url`` fixture, ``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -12,45 +12,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from qanat.backends.redis_ratelimit import RedisRateLimiter
-from qanat.testing import FakeClock
+from qanat.testing import FakeClock, free_port
 
 pytestmark = pytest.mark.integration
-REDIS_URL = "redis://127.0.0.1:6379/0"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> str:
-    """The shared Redis; fail under CI, skip elsewhere, when it does not answer PING."""
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis at {REDIS_URL} is required under CI: {exc}")
-        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
-    return REDIS_URL
-
-
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix no other test run uses; its keys are deleted afterwards."""
-    p = f"qanat-test-{uuid.uuid4().hex[:12]}"
-    yield p
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(f"{p}*"):
-        client.delete(key)
-    client.close()
 
 
 def redis_time(url: str) -> float:
@@ -58,9 +32,11 @@ def redis_time(url: str) -> float:
     return seconds + micros / 1e6
 
 
-async def test_burst_then_refusal_with_exact_shape(redis_url: str, prefix: str) -> None:
+async def test_burst_then_refusal_with_exact_shape(redis_url: str, redis_prefix: str) -> None:
     """A fresh key admits ``burst`` at once, then refuses with a Decision like the local GCRA's."""
-    limiter = RedisRateLimiter.from_url(redis_url, rate=8, burst=4, prefix=prefix, timeout=1.0)
+    limiter = RedisRateLimiter.from_url(
+        redis_url, rate=8, burst=4, prefix=redis_prefix, timeout=1.0
+    )
     try:
         decisions = [await limiter.allow("k") for _ in range(5)]
     finally:
@@ -73,10 +49,12 @@ async def test_burst_then_refusal_with_exact_shape(redis_url: str, prefix: str) 
     assert limiter.stats().mode == "redis" and limiter.stats().local_checks == 0
 
 
-async def test_local_clocks_do_not_matter(redis_url: str, prefix: str) -> None:
+async def test_local_clocks_do_not_matter(redis_url: str, redis_prefix: str) -> None:
     """Gateways whose clocks are a day apart still share one limit: Redis's clock decides."""
-    a = RedisRateLimiter.from_url(redis_url, rate=1, burst=3, prefix=prefix, clock=FakeClock(0))
-    b = RedisRateLimiter.from_url(redis_url, rate=1, burst=3, prefix=prefix, clock=FakeClock(86400))
+    a, b = (
+        RedisRateLimiter.from_url(redis_url, rate=1, burst=3, prefix=redis_prefix, clock=clock)
+        for clock in (FakeClock(0), FakeClock(86400))
+    )
     try:
         results = [await (a if i % 2 else b).allow("shared") for i in range(6)]
     finally:
@@ -85,9 +63,11 @@ async def test_local_clocks_do_not_matter(redis_url: str, prefix: str) -> None:
     assert sum(d.allowed for d in results) == 3
 
 
-async def test_noscript_is_answered_with_eval(redis_url: str, prefix: str) -> None:
+async def test_noscript_is_answered_with_eval(redis_url: str, redis_prefix: str) -> None:
     """After SCRIPT FLUSH the next check still succeeds (one EVAL), and counts the reload."""
-    limiter = RedisRateLimiter.from_url(redis_url, rate=100, burst=10, prefix=prefix, timeout=1.0)
+    limiter = RedisRateLimiter.from_url(
+        redis_url, rate=100, burst=10, prefix=redis_prefix, timeout=1.0
+    )
     try:
         await limiter.allow("k")
         await limiter._redis.script_flush()
@@ -120,12 +100,12 @@ asyncio.run(main())
 """
 
 
-def test_two_processes_never_exceed_the_global_limit(redis_url: str, prefix: str) -> None:
+def test_two_processes_never_exceed_the_global_limit(redis_url: str, redis_prefix: str) -> None:
     """Two gateway processes together admit at most burst + rate × elapsed (Redis time)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CHILD, redis_url, prefix, "1.5"],
+            [sys.executable, "-c", CHILD, redis_url, redis_prefix, "1.5"],
             stdout=subprocess.PIPE,
             env=env,
             text=True,
@@ -135,9 +115,9 @@ def test_two_processes_never_exceed_the_global_limit(redis_url: str, prefix: str
     client = redis.Redis.from_url(redis_url)
     try:
         for _ in procs:  # wait until both are connected and waiting, then start them together
-            assert client.blpop([f"{prefix}:ready"], timeout=30) is not None
+            assert client.blpop([f"{redis_prefix}:ready"], timeout=30) is not None
         start = redis_time(redis_url)
-        client.rpush(f"{prefix}:go", 1, 1)
+        client.rpush(f"{redis_prefix}:go", 1, 1)
         outs = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
         elapsed = redis_time(redis_url) - start
     finally:
@@ -152,17 +132,11 @@ def test_two_processes_never_exceed_the_global_limit(redis_url: str, prefix: str
     assert admitted >= 10 + 50 * 1.5 * 0.8  # and the limit was really the one in force
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_fallback_on_refused_connection_holds_the_limit_locally() -> None:
     """With nothing listening, decisions come from the local GCRA, which still limits."""
     clock = FakeClock()
     limiter = RedisRateLimiter.from_url(
-        f"redis://127.0.0.1:{closed_port()}/0", rate=4, burst=4, clock=clock, probe_interval=5.0
+        f"redis://127.0.0.1:{free_port()}/0", rate=4, burst=4, clock=clock, probe_interval=5.0
     )
     try:
         decisions = [await limiter.allow("k") for _ in range(6)]
@@ -232,7 +206,7 @@ async def proxy(redis_url: str) -> AsyncIterator[Proxy]:
     await p.close()
 
 
-async def test_slow_redis_falls_back_then_recovers(proxy: Proxy, prefix: str) -> None:
+async def test_slow_redis_falls_back_then_recovers(proxy: Proxy, redis_prefix: str) -> None:
     """A Redis that stops answering costs one timeout, then local answers until a probe."""
     assert proxy.server is not None
     port = proxy.server.sockets[0].getsockname()[1]
@@ -241,7 +215,7 @@ async def test_slow_redis_falls_back_then_recovers(proxy: Proxy, prefix: str) ->
         f"redis://127.0.0.1:{port}/0",
         rate=10,
         burst=5,
-        prefix=prefix,
+        prefix=redis_prefix,
         clock=clock,
         timeout=0.05,
         probe_interval=1.0,

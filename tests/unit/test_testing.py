@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from qanat.errors import ConfigError
-from qanat.testing import FakeClock, eventually, eventually_sync
+from qanat.testing import FakeClock, eventually, eventually_sync, free_port
 
 
 class Sleeps:
@@ -272,3 +273,11 @@ async def test_async_ignored_exceptions_are_retried() -> None:
 
     got = await eventually(connect, ignore=(OSError,), clock=clock, sleep=Sleeps(clock).coro)
     assert got == "up"
+
+
+def test_free_port_can_be_bound_at_once() -> None:
+    """free_port() gives a port in the ephemeral range that a listener can bind right away."""
+    port = free_port()
+    assert 1024 <= port <= 65535
+    with socket.create_server(("127.0.0.1", port)) as server:
+        assert server.getsockname()[1] == port
