@@ -115,7 +115,8 @@ class AdaptiveThrottle:
 
         After a True, report the outcome with ``record``; after a False, do not.
         """
-        self._lock.acquire()
+        lock = self._lock
+        lock.acquire()
         try:
             requests, accepts = self._window.totals(now)
             excess = requests - self._k * accepts
@@ -126,15 +127,16 @@ class AdaptiveThrottle:
             self._shed += 1
             return False
         finally:
-            self._lock.release()
+            lock.release()
 
     def record(self, accepted: bool, now: float) -> None:
         """Count a call that was sent: ``accepted`` if the backend answered it."""
-        self._lock.acquire()
+        lock = self._lock
+        lock.acquire()
         try:
             self._window.add(now, accepted)
         finally:
-            self._lock.release()
+            lock.release()
 
     def stats(self, now: float | None = None) -> ThrottleStats:
         """Counts and the current reject probability at ``now`` (default: ``clock()``)."""

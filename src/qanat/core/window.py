@@ -254,10 +254,12 @@ class RollingWindow:
     window covers between ``(size - 1) * width`` and ``size * width`` seconds of
     history. Totals are kept incrementally: ``add`` and ``totals`` are O(1)
     except when the window moves, which costs one step per bucket passed (at
-    most ``size``). Counts are integers, so they never drift.
+    most ``size``). Counts are integers, so they never drift. While the clock
+    stays in the newest bucket (``now <= last``) nothing moves: one comparison.
     """
 
-    __slots__ = ("_counts", "_hits", "_slot", "_total_count", "_total_hits", "size", "width")
+    __slots__ = ("_counts", "_hits", "_index", "_last", "_slot", "_total_count", "_total_hits",
+                 "size", "width")
 
     def __init__(self, size: int, width: float) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -273,10 +275,13 @@ class RollingWindow:
         self._total_count = 0
         self._total_hits = 0
         self._slot: int | None = None  # absolute bucket number of the newest bucket
+        self._index = 0  # its index in the lists
+        self._last = -math.inf  # the last clock time in the newest bucket
 
-    def _advance(self, now: float) -> int:
-        """Roll the window to the bucket that holds ``now``; return its index."""
-        slot = int(now // self.width)
+    def _advance(self, now: float) -> None:
+        """Roll the window to the bucket that holds ``now`` (called once ``now > _last``)."""
+        width = self.width
+        slot = int(now // width)
         last = self._slot
         if last is None or slot - last >= self.size:
             self._counts = [0] * self.size
@@ -293,11 +298,19 @@ class RollingWindow:
             # A clock that steps back stays in the newest bucket, not rewriting history.
             slot = last
         self._slot = slot
-        return slot % self.size
+        self._index = slot % self.size
+        end = (slot + 1) * width
+        # Float rounding may put (slot + 1) * width itself in bucket slot + 1: step back,
+        # so that `now <= _last` always means "still in the newest bucket".
+        while int(end // width) > slot:
+            end = math.nextafter(end, -math.inf)
+        self._last = end
 
     def add(self, now: float, hit: bool) -> None:
         """Count one event at ``now``; ``hit`` says whether it also counts as a hit."""
-        i = self._advance(now)
+        if now > self._last:
+            self._advance(now)
+        i = self._index
         self._counts[i] += 1
         self._total_count += 1
         if hit:
@@ -306,7 +319,8 @@ class RollingWindow:
 
     def totals(self, now: float) -> tuple[int, int]:
         """``(events, hits)`` in the window that ends at ``now``."""
-        self._advance(now)
+        if now > self._last:
+            self._advance(now)
         return self._total_count, self._total_hits
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import math
 import threading
 from typing import Any
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -617,3 +619,265 @@ def test_unknown_keyword_setting_is_a_config_error() -> None:
 
     with _pytest.raises(_ConfigError, match=r"unknown setting\(s\) tiemout; allowed: .*timeout"):
         FrontDoorBreaker(tiemout=3)
+
+
+# -- the lock-free paths: races forced at the exact points they can happen ------------------
+
+
+class Hooked:
+    """An ``itertools.count`` stand-in that runs ``action`` once, just before or after counting.
+
+    It stands in for another thread that gets the lock at the worst moment of a
+    lock-free admission or success: between reading the epoch and counting, or
+    between counting and re-reading ``fast``.
+    """
+
+    def __init__(self, inner: Any, action: Any, *, after: bool) -> None:
+        self.inner, self.action, self.after, self.fired = inner, action, after, False
+
+    def __iter__(self) -> Hooked:
+        return self
+
+    def __next__(self) -> int:
+        fire = not self.fired
+        self.fired = True
+        if fire and not self.after:
+            self.action()
+        index: int = next(self.inner)
+        if fire and self.after:
+            self.action()
+        return index
+
+
+def hook(breaker: CircuitBreaker, counter: str, action: Any, *, after: bool) -> None:
+    epoch = breaker._epoch
+    setattr(epoch, counter, Hooked(getattr(epoch, counter), action, after=after))
+
+
+def trip_now(breaker: CircuitBreaker, now: float) -> None:
+    for _ in range(6):
+        breaker.after(breaker.before(now), False, now)
+    assert breaker.stats(now).state is State.OPEN
+
+
+def test_admission_counted_just_before_a_trip_is_admitted_in_the_old_generation() -> None:
+    """An admission counted before a trip drained it is admitted, on a now-stale ticket."""
+    seen: list[Counts] = []
+
+    def six_in_a_row(counts: Counts) -> bool:
+        seen.append(counts)
+        return counts.consecutive_failures > 5
+
+    breaker = make(FakeClock(), timeout=10, ready_to_trip=six_in_a_row)
+    hook(breaker, "requests", lambda: trip_now(breaker, 1000.0), after=True)
+    ticket = breaker.allow(1000.0)
+    assert ticket is not None
+    assert seen[-1].requests == 7  # the trip saw this admission and its own six
+    before = breaker.stats(1000.0)
+    breaker.after(ticket, True, 1000.0)
+    assert breaker.stats(1000.0) == before
+
+
+def test_admission_counted_just_after_a_trip_is_refused() -> None:
+    """An admission that read a closed breaker but counted after the trip is refused, uncounted."""
+    breaker = make(FakeClock(), timeout=10)
+    hook(breaker, "requests", lambda: trip_now(breaker, 1000.0), after=False)
+    assert breaker.allow(1000.0) is None
+    assert breaker.stats(1000.0).counts == Counts()
+
+
+class SpyLock:
+    """A breaker lock that sets ``waited`` when a thread has to wait for it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waited = threading.Event()
+
+    def acquire(self, blocking: bool = True) -> bool:
+        if self.lock.acquire(False):
+            return True
+        if not blocking:
+            return False
+        self.waited.set()
+        return self.lock.acquire()
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def judged_with(trip: bool, during: Any) -> tuple[CircuitBreaker, list[Counts], list[Any]]:
+    """A breaker whose failure's judgement runs ``during(breaker, early)`` in another thread.
+
+    ``early`` is a ticket admitted before the failure, still in flight.
+
+    The judgement (ready_to_trip, under the lock) waits until that thread is
+    blocked on the lock, then answers ``trip``.
+    """
+    clock = FakeClock()
+    spy = SpyLock()
+    seen: list[Counts] = []
+    results: list[Any] = []
+    threads: list[threading.Thread] = []
+
+    def judge(counts: Counts) -> bool:
+        seen.append(counts)
+        thread = threading.Thread(target=lambda: results.append(during(breaker, early)))
+        threads.append(thread)
+        thread.start()
+        assert spy.waited.wait(5), "the other thread did not wait for the verdict"
+        return trip
+
+    breaker = make(clock, ready_to_trip=judge, timeout=10)
+    breaker._lock = spy  # type: ignore[assignment]
+    early = breaker.before(clock())
+    failing = breaker.before(clock())
+    breaker.after(failing, False, clock())
+    threads[0].join(5)
+    return breaker, seen, results
+
+
+def test_admission_during_a_judgement_that_keeps_it_closed_counts_after_the_failure() -> None:
+    """A call admitted while a failure is judged waits for the verdict; closed, it is counted."""
+    breaker, seen, results = judged_with(False, lambda b, _: b.allow(b._clock()))
+    assert seen == [Counts(2, 0, 1, 0, 0, 1)]
+    assert results[0] is not None
+    assert breaker.stats().counts == Counts(3, 0, 1, 0, 0, 1)
+
+
+def test_admission_during_a_judgement_that_trips_is_refused() -> None:
+    """A call admitted while a failure is judged waits for the verdict; tripped, it is refused."""
+    breaker, seen, results = judged_with(True, lambda b, _: b.allow(b._clock()))
+    assert seen == [Counts(2, 0, 1, 0, 0, 1)]
+    assert results[0] is None
+    assert breaker.stats().counts == Counts()
+
+
+def test_success_during_a_judgement_that_keeps_it_closed_follows_the_failure() -> None:
+    """A success settled while a failure is judged counts after it: it ends the failure run."""
+    breaker, _, _ = judged_with(False, lambda b, t: b.after(t, True, b._clock()))
+    assert breaker.stats().counts == Counts(2, 1, 1, 0, 1, 0)
+
+
+def test_success_during_a_judgement_that_trips_is_ignored() -> None:
+    """A success settled while a failure trips the breaker is stale: the breaker is unchanged."""
+    breaker, _, _ = judged_with(True, lambda b, t: b.after(t, True, b._clock()))
+    stats = breaker.stats()
+    assert (stats.state, stats.counts) == (State.OPEN, Counts())
+
+
+def test_success_counted_just_before_the_window_rolls_counts_once() -> None:
+    """A lock-free success counted just before a roll is drained into its bucket, exactly once."""
+    clock = FakeClock(start=0.0)
+    breaker = make(clock, interval=10, bucket_period=1)
+    ticket = breaker.before(0.5)
+    hook(breaker, "successes", lambda: breaker.stats(3.5), after=True)
+    breaker.after(ticket, True, 0.5)
+    assert breaker.stats(3.5).counts == Counts(1, 1, 0, 0, 1, 0)
+    assert breaker.stats(10.5).counts == Counts()  # and it left with its bucket
+
+
+def test_success_counted_just_after_the_window_rolls_is_credited_to_its_bucket() -> None:
+    """A lock-free success counted after its epoch rolled away is settled into its own bucket."""
+    clock = FakeClock(start=0.0)
+    breaker = make(clock, interval=10, bucket_period=1)
+    ticket = breaker.before(0.5)
+    hook(breaker, "successes", lambda: breaker.stats(3.5), after=False)
+    breaker.after(ticket, True, 0.5)
+    assert breaker.stats(3.5).counts == Counts(1, 1, 0, 0, 1, 0)
+    assert breaker.stats(9.5).counts.total_successes == 1
+    assert breaker.stats(10.5).counts == Counts()
+
+
+def test_success_counted_just_after_an_interval_reset_is_ignored() -> None:
+    """A lock-free success that counts after an interval reset belongs to the old window."""
+    clock = FakeClock()
+    breaker = make(clock, interval=10)
+    ticket = breaker.before(1000.0)
+    hook(breaker, "successes", lambda: breaker.stats(1011.0), after=False)
+    breaker.after(ticket, True, 1000.0)
+    assert breaker.stats(1011.0).counts == Counts()
+
+
+def test_threads_on_a_rolling_window_lose_nothing() -> None:
+    """Concurrent call() on a rolling-window breaker counts every request and success."""
+    breaker = make(FakeClock(start=0.5), interval=10, bucket_period=1)
+    run_threads(lambda: breaker.call(ok))
+    assert breaker.stats().counts == Counts(8000, 8000, 0, 0, 8000, 0)
+
+
+def test_threads_mixing_outcomes_keep_the_counts_consistent() -> None:
+    """Concurrent successes, failures and exclusions add up: every request has one result."""
+    breaker = make(FakeClock(), ready_to_trip=lambda counts: False,
+                   is_excluded=lambda exc: isinstance(exc, KeyError))
+    outcomes = iter(range(10**6))
+
+    calls: list[Any] = [ok, boom, {}.__getitem__]  # succeeds, fails, is excluded
+
+    def mixed() -> None:
+        fn = calls[next(outcomes) % 3]
+        with contextlib.suppress(Boom, KeyError):
+            breaker.call(fn, "key") if fn is calls[2] else breaker.call(fn)
+
+    run_threads(mixed)
+    c = breaker.stats().counts
+    assert c.requests == 8000
+    assert c.total_successes + c.total_failures + c.total_exclusions == 8000
+    assert c.total_exclusions == 8000 // 3 + (8000 % 3 > 2)
+
+
+def run_threads(work: Any, threads: int = 4, calls: int = 2000) -> None:
+    barrier = threading.Barrier(threads)
+
+    def worker() -> None:
+        barrier.wait()
+        for _ in range(calls):
+            work()
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+
+
+@given(start=st.floats(0, 1e7), period=st.floats(1e-3, 100), age=st.integers(0, 10**4))
+def test_bucket_end_is_the_last_instant_of_its_bucket(start: float, period: float,
+                                                      age: int) -> None:
+    """The fast path's bound for a rolling bucket maps to that bucket, whatever the rounding."""
+    breaker = make(FakeClock(start=start), interval=period * 2, bucket_period=period)
+    end = breaker._bucket_end(age)
+    assert int((end - start) // period) <= age
+    assert int((math.nextafter(end, math.inf) - start) // period) >= age
+
+
+def test_open_errors_are_fresh_instances() -> None:
+    """Each refusal raises its own CircuitOpenError, so notes added to one stay on that one."""
+    breaker = make(FakeClock())
+    trip(breaker)
+    errors = []
+    for _ in range(2):
+        with pytest.raises(CircuitOpenError) as info:
+            breaker.call(ok)
+        errors.append(info.value)
+    errors[0].add_note("first")
+    assert errors[0] is not errors[1] and not getattr(errors[1], "__notes__", None)
+    assert type(errors[1]) is CircuitOpenError and errors[1].retry_after == 60.0
+
+
+def test_decorated_method_still_binds_self() -> None:
+    """@breaker on a method gives a function, so it binds like one."""
+    breaker = make(FakeClock())
+
+    class Client:
+        @breaker
+        def get(self) -> Client:
+            return self
+
+    client = Client()
+    assert client.get() is client
