@@ -46,33 +46,26 @@ SEED_USER_IDS = [i for i, _, _ in users_app.SELLERS]
 PRODUCTS: list[tuple[int, str, str, int, int]] = catalog_app.PRODUCTS
 
 
-def database_url(name: str) -> str:
-    """The SQLAlchemy URL of database ``name`` on the test server."""
-    base = ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    return f"{base}/{name}"
+SERVER, ADMIN_DATABASE = ADMIN_URL.rsplit("/", 1)
 
 
-def plain_url(name: str) -> str:
-    """The asyncpg URL of database ``name`` on the test server (for checks outside the app)."""
-    return ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-
-
-async def database_exists(name: str) -> bool:
-    conn = await asyncpg.connect(ADMIN_URL)
-    try:
-        return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
-    finally:
-        await conn.close()
+def database_url(name: str, driver: str = "+asyncpg") -> str:
+    """The URL of database ``name`` on the test server (SQLAlchemy's; asyncpg's with "")."""
+    return SERVER.replace("postgresql://", f"postgresql{driver}://", 1) + f"/{name}"
 
 
 async def fetch(name: str, query: str, *args: Any) -> list[asyncpg.Record]:
     """Run ``query`` on database ``name`` over a connection of the test's own."""
-    conn = await asyncpg.connect(plain_url(name))
+    conn = await asyncpg.connect(database_url(name, driver=""))
     try:
         rows: list[asyncpg.Record] = await conn.fetch(query, *args)
         return rows
     finally:
         await conn.close()
+
+
+async def database_exists(name: str) -> bool:
+    return bool(await fetch(ADMIN_DATABASE, "SELECT 1 FROM pg_database WHERE datname = $1", name))
 
 
 @pytest.fixture
@@ -244,22 +237,15 @@ async def test_products_list_search_and_get(
 
 
 async def run_instance(app: FastAPI, up: asyncio.Event, stop: asyncio.Event) -> None:
-    """Start ``app`` (its whole lifespan in this task), say so, serve until told to stop."""
-    async with app.router.lifespan_context(app):
-        up.set()
-        await stop.wait()
+    """Start ``app`` (its whole lifespan in this task), set ``up``, serve until ``stop``.
 
-
-async def started(up: asyncio.Event, task: asyncio.Task[None]) -> None:
-    """Return once ``up`` is set; raise the instance's own error if its task ends first."""
-    waiter = asyncio.create_task(up.wait())
+    ``up`` is set when startup fails too; the task then holds the error."""
     try:
-        await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+        async with app.router.lifespan_context(app):
+            up.set()
+            await stop.wait()
     finally:
-        waiter.cancel()
-    if not up.is_set():
-        task.result()  # the startup error, if any
-        raise AssertionError("the instance stopped before it was up")
+        up.set()
 
 
 async def test_two_instances_start_together_on_an_empty_server(
@@ -273,8 +259,10 @@ async def test_two_instances_start_together_on_an_empty_server(
     tasks = [asyncio.create_task(run_instance(a, u, stop)) for a, u in zip(apps, ups, strict=True)]
     try:
         async with asyncio.timeout(STARTUP_DEADLINE):
-            for up, task in zip(ups, tasks, strict=True):
-                await started(up, task)
+            await asyncio.gather(*(up.wait() for up in ups))
+        for task in tasks:
+            if task.done():
+                task.result()  # an instance that failed to start raises its error here
         ids = []
         for app in apps:
             transport = httpx.ASGITransport(app=app)
@@ -296,11 +284,14 @@ async def test_a_later_instance_does_not_move_the_id_sequence_back(
     fresh_database: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An instance started after users were created (seeding again) leaves the id sequence where
-    it was: its first POST gets the next id, not one already taken."""
+    it was: its first POST gets the next id, even when the newest row is gone (the sequence is
+    only moved forward, never down to the table's largest id)."""
     name = fresh_database("users")
     url = database_url(name)
     async with serving(build(users_app, "users", url, monkeypatch)) as first:
         earlier = [(await first.post("/users", json=new_user())).json()["id"] for _ in range(3)]
+    # Stands for a row another replica has taken an id for but not committed yet.
+    await fetch(name, "DELETE FROM users WHERE id = $1", max(earlier))
     async with serving(build(users_app, "users", url, monkeypatch)) as second:
         reply = await second.post("/users", json=new_user())
     assert reply.status_code == 201, reply.text
