@@ -12,6 +12,7 @@ from qanat.gateway.admin import AdminServer
 from qanat.gateway.app import Gateway
 from qanat.gateway.upstream import StaticResolver
 from qanat.ports import Instance
+from qanat.testing import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -106,8 +107,12 @@ async def test_admin_upstreams_shows_breaker_and_ejection_per_instance(
     await admin.start("127.0.0.1", 0)
     client = await RawClient.connect(gw.port)
     try:
-        while a.count() < 2:
+
+        async def a_tried_twice() -> bool:  # round robin: a comes up within a few requests
             await client.request(get("/x"))
+            return a.count() >= 2
+
+        await eventually(a_tried_twice, interval=0, what="two requests to reach a")
         view = await RawClient.connect(admin.port)
         try:
             page = (await view.request(get("/upstreams"))).json()

@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ import pytest
 from qanat.backends import open_registry
 from qanat.ports import Registry
 from qanat.runner.env import InstanceEnv
+from qanat.testing import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -63,16 +64,6 @@ class Instance:
         return self.log.read_text(errors="replace")
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Re-check ``check()`` until true; fail after ``DEADLINE`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} not within {DEADLINE}s")
-        await asyncio.sleep(0.01)
-
-
 async def accepts(port: int) -> bool:
     """Whether a TCP connection to the port is accepted now (refused: the listener is closed)."""
     try:
@@ -85,7 +76,12 @@ async def accepts(port: int) -> bool:
 
 
 @pytest.fixture
-async def instance(tmp_path: Path) -> AsyncIterator[Instance]:
+async def instance(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Instance]:
+    """The instance process, its listener already open; killed at teardown if still running.
+
+    Its propagation delay (deregistered -> listener closed) is 1 s, or the test's
+    indirect parameter."""
+    delay = getattr(request, "param", 1.0)
     (tmp_path / "drain_app.py").write_text(APP)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
@@ -112,7 +108,7 @@ async def instance(tmp_path: Path) -> AsyncIterator[Instance]:
         "--fd", str(listener.fileno()), "--root", str(tmp_path),
         "--drain-timeout", "15",
         # A wide window between deregistering and closing, so the test can observe it.
-        "--propagation-delay", "1.0",
+        "--propagation-delay", str(delay),
     ]  # fmt: skip
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
@@ -137,6 +133,16 @@ async def registered(instance: Instance) -> bool:
     return bool(await instance.registry.discover("slowpoke", healthy_only=False))
 
 
+async def until_ready(client: httpx.AsyncClient, instance: Instance) -> None:
+    """Wait until the instance answers /ready with 200 (refused connections: not yet)."""
+
+    async def ready() -> bool:
+        return (await client.get("/ready")).status_code == 200
+
+    await eventually(ready, timeout=DEADLINE, ignore=(httpx.TransportError,),
+                     what=lambda: f"instance ready; its log:\n{instance.output()[-2000:]}")
+
+
 async def test_sigterm_deregisters_before_closing_and_finishes_in_flight(
     instance: Instance,
 ) -> None:
@@ -144,32 +150,30 @@ async def test_sigterm_deregisters_before_closing_and_finishes_in_flight(
     request in flight completes with 200, and the process exits 0."""
     base = f"http://127.0.0.1:{instance.port}"
     async with httpx.AsyncClient(base_url=base, timeout=DEADLINE) as client:
-
-        async def ready() -> bool:
-            try:
-                return (await client.get("/ready")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await eventually(ready, "instance ready")
+        await until_ready(client, instance)
         [inst] = await instance.registry.discover("slowpoke")
         assert (inst.id, inst.port, inst.tags) == ("slowpoke-0", instance.port, ("blue",))
 
         slow = asyncio.create_task(client.get("/slow"))
-        await eventually(
-            lambda: asyncio.sleep(0, (instance.dir / "started").exists()), "slow request started"
-        )
+        await eventually((instance.dir / "started").exists, timeout=DEADLINE,
+                         what="the slow request to start")
         instance.proc.send_signal(signal.SIGTERM)
 
         gone_while_open = False  # seen: deregistered while the listener still accepted
-        while True:
+
+        async def listener_closed() -> bool:
+            nonlocal gone_while_open
             open_now = await accepts(instance.port)
             is_registered = await registered(instance)
             if not open_now:
                 assert not is_registered, "the listener closed while still registered"
-                break
+                return True
             gone_while_open = gone_while_open or not is_registered
             assert not slow.done(), "the in-flight request ended before the drain"
+            return False
+
+        await eventually(listener_closed, timeout=DEADLINE, interval=0,
+                         what="the listener to close after SIGTERM")
         assert gone_while_open, "never saw the instance deregistered while still accepting"
 
         assert instance.proc.returncode is None, "exited before the in-flight request finished"
@@ -180,18 +184,12 @@ async def test_sigterm_deregisters_before_closing_and_finishes_in_flight(
     assert await asyncio.wait_for(instance.proc.wait(), DEADLINE) == 0, instance.output()
 
 
+@pytest.mark.parametrize("instance", [0.1], indirect=True)  # no window to observe here
 async def test_drain_is_logged_in_order_as_json(instance: Instance) -> None:
     """The instance's JSON log shows the deregistration before uvicorn's shutdown."""
     base = f"http://127.0.0.1:{instance.port}"
     async with httpx.AsyncClient(base_url=base, timeout=DEADLINE) as client:
-
-        async def ready() -> bool:
-            try:
-                return (await client.get("/ready")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await eventually(ready, "instance ready")
+        await until_ready(client, instance)
     instance.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(instance.proc.wait(), DEADLINE) == 0, instance.output()
     lines = [json.loads(line) for line in instance.output().splitlines() if line.startswith("{")]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,6 +19,7 @@ from qanat.gateway.reload import (
     route_document,
     routes_digest,
 )
+from qanat.testing import eventually
 
 
 def _route(name: str, prefix: str = "/") -> dict[str, Any]:
@@ -121,24 +120,16 @@ async def test_pre_provisioned_key_is_adopted() -> None:
         await reloader.close()
 
 
-async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``predicate()`` holds, checking every millisecond, or fail at the deadline."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        await asyncio.sleep(0.001)
-
-
 async def test_watched_change_is_applied_and_a_bad_one_rejected() -> None:
     """A valid change swaps the routes; an invalid one is recorded and the set stays."""
     store = MemoryConfigStore()
     gateway, reloader = await _reloader(store, [_route("a")])
     try:
         await store.set(ROUTES_KEY, route_document([_route("a"), _route("b", "/b")]))
-        await _until(lambda: len(gateway.routes) == 2)
+        await eventually(lambda: len(gateway.routes) == 2, interval=0.001, what="two routes")
         bad = await store.set(ROUTES_KEY, route_document([_route("c"), _route("c")]))
-        await _until(lambda: reloader.status()["rejected"] == 1)
+        await eventually(lambda: reloader.status()["rejected"] == 1, interval=0.001,
+                         what=lambda: f"one rejected change: {reloader.status()}")
         status = reloader.status()
         assert status["last_rejection"]["revision"] == bad
         assert "duplicate route name" in status["last_rejection"]["reason"]
@@ -154,7 +145,8 @@ async def test_deleting_the_key_keeps_the_routes() -> None:
     gateway, reloader = await _reloader(store, [_route("a")])
     try:
         await store.delete(ROUTES_KEY)
-        await _until(lambda: reloader.status()["rejected"] == 1)
+        await eventually(lambda: reloader.status()["rejected"] == 1, interval=0.001,
+                         what=lambda: f"one rejected change: {reloader.status()}")
         assert "deleted" in reloader.status()["last_rejection"]["reason"]
         assert [r.name for r in gateway.routes] == ["a"]
     finally:

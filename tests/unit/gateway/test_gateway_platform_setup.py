@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from qanat.gateway.discovery import DiscoveryResolver
 from qanat.gateway.topology import plan_from_file, plan_from_topology
 from qanat.ports import Health, Instance
 from qanat.runtime.discovery import DiscoveryCache
+from qanat.testing import eventually
 
 SHOP = Path(__file__).resolve().parents[3] / "examples" / "shop" / "qanat.yaml"
 
@@ -74,29 +73,25 @@ async def test_resolver_follows_the_registry_and_reuses_unchanged_lists() -> Non
         assert resolver.endpoints("users") is first
         await registry.register(_instance(2))
         await registry.register(_instance(3))
-        await _until(lambda: len(resolver.endpoints("users")) == 3)
+
+        async def until_endpoints(*ids: str) -> None:
+            await eventually(lambda: [e[0] for e in resolver.endpoints("users")] == list(ids),
+                             interval=0.001,
+                             what=lambda: f"endpoints {ids}, not {resolver.endpoints('users')}")
+
+        await until_endpoints("users-1", "users-2", "users-3")
         await registry.set_health("users", "users-2", Health.CRITICAL)
-        await _until(lambda: [e[0] for e in resolver.endpoints("users")]
-                     == ["users-1", "users-3"])
+        await until_endpoints("users-1", "users-3")
         await registry.deregister("users", "users-1")
-        await _until(lambda: [e[0] for e in resolver.endpoints("users")] == ["users-3"])
+        await until_endpoints("users-3")
         # 1 healthy of 2 enabled is not below the 50 % protection threshold ...
         await registry.set_enabled("users", "users-3", False)
         # ... 0 of 1 is: panic mode serves every enabled instance, critical or not
-        await _until(lambda: [e[0] for e in resolver.endpoints("users")] == ["users-2"])
+        await until_endpoints("users-2")
         assert resolver.describe("users")["panic"] is True
     finally:
         await cache.close()
         await registry.close()
-
-
-async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``predicate()`` holds, checking every millisecond, or fail at the deadline."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        await asyncio.sleep(0.001)
 
 
 async def test_readiness_waits_for_every_routed_service() -> None:
@@ -110,7 +105,8 @@ async def test_readiness_waits_for_every_routed_service() -> None:
     try:
         reasons = gateway.not_ready()  # no await since the route was loaded: no snapshot yet
         assert reasons and "users" in reasons[0]
-        await _until(lambda: not gateway.not_ready())
+        await eventually(lambda: not gateway.not_ready(), interval=0.001,
+                         what=lambda: f"the gateway ready: {gateway.not_ready()}")
     finally:
         await gateway.aclose()
         await cache.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
@@ -14,7 +13,7 @@ from qanat.gateway.filters_ratelimit import RateLimitConfig, RateLimitFilter
 from qanat.gateway.observe import NOTE, Note, RecordingUpstream
 from qanat.gateway.route_runtime import RouteRuntime, RouteState
 from qanat.gateway.upstream import Pick, Refusal
-from qanat.testing import FakeClock
+from qanat.testing import FakeClock, eventually
 
 TARGETS = [{"url": f"http://10.0.0.{i}:80"} for i in (1, 2, 3)]
 
@@ -178,15 +177,6 @@ def closable() -> Any:
     unregister_filter("closable")
 
 
-async def until(predicate: Any, turns: int = 1000) -> None:
-    """Let the loop run until ``predicate()`` holds (bounded by turns, never by time)."""
-    for _ in range(turns):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition not reached")
-
-
 async def test_dropped_filters_are_closed_and_kept_ones_are_not(
     make: Any, closable: Any
 ) -> None:
@@ -196,7 +186,7 @@ async def test_dropped_filters_are_closed_and_kept_ones_are_not(
     kept, dropped = Closable.made
     gw.update_routes([route(filters=[f1]), route("s", filters=[{**f1, "config": {"n": 2}}])])
     assert runtime(gw).filters == (kept,)
-    await until(lambda: dropped.closed == 1)
+    await eventually(lambda: dropped.closed == 1, interval=0, what="the dropped filter closed")
     assert kept.closed == 0
     await gw.aclose()
     assert [f.closed for f in Closable.made] == [1, 1, 1]
