@@ -124,33 +124,34 @@ def forward_request_headers(
     """
     named = frozenset(connection)
     drop = _OWN_REQUEST | named if named else _OWN_REQUEST
-    out: HeaderList = []
+    # One C-level pass keeps the client's fields; the few the gateway rewrites
+    # (usually just Host) are then looked at one by one.
+    out: HeaderList = [pair for pair in headers if pair[0] not in drop]
     xff: list[bytes] = []
     via: list[bytes] = []
     traceparent: bytes | None = None
     tracestate: list[tuple[bytes, bytes]] = []
-    for pair in headers:
-        name = pair[0]
-        if name not in drop:
-            out.append(pair)
-        elif name == b"x-forwarded-for":
-            xff.append(pair[1].strip())
-        elif name == b"via":
-            via.append(pair[1].strip())
-        elif name == b"traceparent":
-            traceparent = pair[1] if traceparent is None else b"invalid"  # two: invalid
-        elif name == b"tracestate" and name not in named:
-            tracestate.append(pair)
+    if len(out) != len(headers):
+        for name, value in headers:
+            if name == b"x-forwarded-for":
+                xff.append(value.strip())
+            elif name == b"via":
+                via.append(value.strip())
+            elif name == b"traceparent":
+                traceparent = value if traceparent is None else b"invalid"  # two: invalid
+            elif name == b"tracestate" and name not in named:
+                tracestate.append((name, value))
     parent, kept = next_traceparent(traceparent)
     xff.append(peer)
-    via.append(VIA)
-    out.append((b"host", host))
-    out.append((b"x-forwarded-for", b", ".join(v for v in xff if v)))
-    out.append((b"x-forwarded-proto", proto))
-    out.append((b"x-forwarded-host", host if forwarded_host is None else forwarded_host))
-    out.append((b"via", b", ".join(via)))
-    out.append((b"x-request-id", request_id))
-    out.append((b"traceparent", parent))
+    out += (
+        (b"host", host),
+        (b"x-forwarded-for", b", ".join([v for v in xff if v]) if len(xff) > 1 else peer),
+        (b"x-forwarded-proto", proto),
+        (b"x-forwarded-host", host if forwarded_host is None else forwarded_host),
+        (b"via", b", ".join([*via, VIA]) if via else VIA),
+        (b"x-request-id", request_id),
+        (b"traceparent", parent),
+    )
     if kept:
         out.extend(tracestate)
     if edit.drop:

@@ -150,3 +150,12 @@ def test_contradictory_framing_is_refused(
     """Framing the server would have to guess at is refused before sending (RFC 9112 §6)."""
     with pytest.raises(InvalidRequest, match=match):
         prepare_headers([(b"host", b"h"), *headers], "h", 80, kind, 3)
+
+
+@given(headers=st.lists(st.tuples(tokens, values), max_size=6))
+def test_head_bytes_are_the_request_line_then_one_line_per_field(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    """The head is exactly the request line, ``name: value`` CRLF per field, then CRLF."""
+    expected = b"GET /x HTTP/1.1\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in headers)
+    assert encode_head(b"GET", b"/x", headers) == expected + b"\r\n"
