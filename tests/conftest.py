@@ -11,10 +11,14 @@ That rule is enforced once, here, for every test under ``tests/integration``
 and ``tests/e2e`` (which this file also marks ``integration`` and ``e2e``): when
 ``CI`` is set, a skip of such a test, or of such a module, is reported as a
 failure carrying the skip's reason.
+
+Also here: ``redis_prefix`` (a key namespace for one test, cleaned up) and
+``restore_logging`` (for tests of code that configures process-wide logging).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Generator, Iterator
@@ -22,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import structlog
 
 REDIS_URL = os.environ.get("QANAT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -112,3 +117,15 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
             client.delete(key)
     finally:
         client.close()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put back the root logger's handlers and level, and structlog's defaults, after a test
+    of code that configures process-wide logging (``Service.start``, ``configure_logging``)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()

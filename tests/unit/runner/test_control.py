@@ -12,6 +12,7 @@ import pytest
 
 from qanat.errors import BackendUnreachable
 from qanat.runner import control
+from qanat.testing import eventually
 
 
 async def echo(req: dict[str, Any]) -> dict[str, Any]:
@@ -76,18 +77,11 @@ async def test_close_lets_a_pending_answer_finish(tmp_path: Path) -> None:
 
     server = await control.serve(tmp_path, slow)
     asked = asyncio.create_task(control.request(tmp_path, {"cmd": "down"}))
-    await asyncio.wait_for(_until_connected(server), 5)
+    await eventually(lambda: server.answering, timeout=5, what="the server answering a request")
     closing = asyncio.create_task(server.aclose())
     release.set()
     await closing
     assert (await asked) == {"ok": True, "done": True}
-
-
-async def _until_connected(server: control.ControlServer) -> None:
-    while True:
-        if server.answering:
-            return
-        await asyncio.sleep(0.01)  # polling for the connection the test just opened
 
 
 def test_a_long_state_dir_gets_a_short_socket_path(tmp_path: Path) -> None:

@@ -6,12 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from qanat.runner.guard import guarded
+from qanat.testing import eventually_sync
 
 # A parent that starts a guarded child (which records its pid, then waits for a signal)
 # and then waits forever itself, to be killed by the test.
@@ -30,27 +30,19 @@ time.sleep(600)
 """
 
 
-def _wait_for(path: Path, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)  # polling for a file another process writes
-    return True
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_child_gets_sigterm_when_its_parent_is_killed(tmp_path: Path) -> None:
     """SIGKILL to the parent: the guarded child, in its own session, still gets SIGTERM."""
     out = tmp_path / "child.pid"
     parent = subprocess.Popen([sys.executable, "-c", PARENT, "x", CHILD.format(out=str(out))])
     try:
-        assert _wait_for(out, 20), "the child did not start"
+        eventually_sync(out.exists, timeout=20, interval=0.02, what="the child to start")
         pid = int(out.read_text())
         assert os.getpgid(pid) != os.getpgid(parent.pid)  # not reachable by a group signal
         parent.kill()
         parent.wait()
-        assert _wait_for(Path(str(out) + ".term"), 10), "the child never got SIGTERM"
+        term = Path(str(out) + ".term")
+        eventually_sync(term.exists, timeout=10, interval=0.02, what="the child to get SIGTERM")
     finally:
         parent.kill()
         parent.wait()

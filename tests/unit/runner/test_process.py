@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from qanat.runner.probe import http_status
 from qanat.runner.process import CRASH_LOOP, ProcessSpec, Status, Supervised, log_tail
 from qanat.runner.restart import RestartBackoff, RestartSettings
+from qanat.testing import eventually
 
 FAKE = Path(__file__).parent / "fake_instance.py"
 FAST = RestartSettings(base=0.01, cap=0.05)  # restart delays short enough for a unit test
@@ -38,16 +38,6 @@ def make(tmp_path: Path, notes: Notes, mode: str = "serve", **kw: object) -> Sup
         **kw,  # type: ignore[arg-type]
     )
     return Supervised(spec, notes, backoff=RestartBackoff(FAST))
-
-
-async def until(check: Callable[[], bool | Awaitable[bool]], timeout: float = 15.0) -> None:
-    """Wait for a real condition, polling, failing after ``timeout``."""
-    async with asyncio.timeout(timeout):
-        while True:
-            result = check()
-            if await result if isinstance(result, Awaitable) else result:
-                return
-            await asyncio.sleep(0.02)  # polling interval, not a wait for an effect
 
 
 async def test_ready_after_the_probe_answers_200(tmp_path: Path) -> None:
@@ -75,7 +65,9 @@ async def test_crash_is_restarted_on_the_same_port_and_reported(tmp_path: Path) 
         port, pid = proc.spec.port, proc.pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        await until(lambda: proc.restarts == 1 and proc.status is Status.READY)
+        await eventually(lambda: proc.restarts == 1 and proc.status is Status.READY,
+                         timeout=15, interval=0.02,
+                         what=lambda: f"one restart, ready ({proc.restarts}, {proc.status})")
         assert proc.spec.port == port and proc.pid not in (None, pid)
         assert proc.last_exit == -signal.SIGKILL
         text = notes.text()
@@ -122,7 +114,8 @@ async def test_kill_ends_the_process_at_once(tmp_path: Path) -> None:
     pid = proc.pid
     assert pid is not None
     stopping = asyncio.create_task(proc.stop(kill_after=60))
-    await until(lambda: proc.status is Status.STOPPING)
+    await eventually(lambda: proc.status is Status.STOPPING, timeout=15, interval=0.02,
+                     what=lambda: f"status STOPPING, not {proc.status}")
     proc.kill()
     async with asyncio.timeout(10):  # far below the 60 s grace stop() would have given it
         await stopping

@@ -16,6 +16,7 @@ from qanat.errors import ConfigError
 from qanat.ports import Health, Instance
 from qanat.runner.process import ProcessSpec
 from qanat.runner.supervisor import GATEWAY, Supervisor, _dependency_order
+from qanat.testing import eventually
 from qanat.topology import Topology, load_topology
 
 FAKE = Path(__file__).parent / "fake_instance.py"
@@ -132,10 +133,9 @@ async def test_a_name_is_not_reused_while_its_instance_drains(tmp_path: Path) ->
     try:
         assert await sup.wait_ready(15) == []
         down = asyncio.create_task(sup.scale("a", 1))  # a-1 drains for a second
-        while True:  # until the scale-down began: a-1 left the table, still draining
-            if [p.name for p in sup.processes()] == ["a-0"]:
-                break
-            await asyncio.sleep(0.01)
+        # until the scale-down began: a-1 left the table, still draining
+        await eventually(lambda: [p.name for p in sup.processes()] == ["a-0"], timeout=15,
+                         what=lambda: f"only a-0 listed, not {sup.processes()}")
         started = await sup.scale("a", 2)
         assert [p.spec.name for p in started] == ["a-2"]
         await down

@@ -9,17 +9,15 @@ Registries are real ``memory://`` (or SQLite) backends, never mocks.
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import structlog
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import BaseModel, ConfigDict
@@ -30,20 +28,12 @@ from qanat.errors import ConfigError
 from qanat.ports import Health, Instance, Registry
 from qanat.runner.env import InstanceEnv
 from qanat.runtime.service import Service, running_services
+from qanat.testing import eventually
 
 DEADLINE = 10.0
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """Service.start configures process-wide logging; put it back after each test."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
-
+pytestmark = pytest.mark.usefixtures("restore_logging")  # Service.start configures logging
 
 def memory_url() -> str:
     return f"memory://{uuid.uuid4().hex}"
@@ -75,16 +65,6 @@ async def running(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
             yield client
-
-
-async def wait_until(check: Any, what: str) -> None:
-    """Await the async predicate ``check`` until true, failing after ``DEADLINE``."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + DEADLINE
-    while not await check():
-        if loop.time() > end:
-            raise AssertionError(f"{what}: not within {DEADLINE}s")
-        await asyncio.sleep(0.01)
 
 
 async def health_of(registry: Registry, service: str) -> list[tuple[str, Health]]:
@@ -136,7 +116,7 @@ async def test_ready_waits_for_a_dependency_to_have_an_instance(tmp_path: Path) 
         async def ready() -> bool:
             return (await client.get("/ready")).status_code == 200
 
-        await wait_until(ready, "ready after catalog registered")
+        await eventually(ready, timeout=DEADLINE, what="ready after catalog registered")
         await registry.close()
     assert first.status_code == 503
     assert first.json()["reasons"] == ["no instance of catalog available"]
@@ -310,7 +290,7 @@ async def test_a_missing_dependency_is_reported_as_warning_health(tmp_path: Path
             async def warned() -> bool:
                 return await health_of(observer, "users") == [("users-0", Health.WARNING)]
 
-            await wait_until(warned, "health turns warning")
+            await eventually(warned, timeout=DEADLINE, what="health turns warning")
             [inst] = await observer.discover("users")  # warning instances stay routable
     finally:
         await observer.close()
@@ -331,7 +311,7 @@ async def test_a_ready_instance_reports_passing_health(tmp_path: Path) -> None:
             async def passing() -> bool:
                 return await health_of(observer, "users") == [("users-0", Health.PASSING)]
 
-            await wait_until(passing, "health back to passing")
+            await eventually(passing, timeout=DEADLINE, what="health back to passing")
     finally:
         await observer.close()
 
