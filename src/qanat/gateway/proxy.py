@@ -47,6 +47,7 @@ from qanat.gateway.upstream import Pick, Refusal, Upstream
 from qanat.http import HttpPool, PoolOverloaded, UpstreamError, UpstreamResponse, UpstreamTimeout
 
 _NO_BODY_STATUS = frozenset((204, 304))
+INLINE_BYTES = 64 * 1024  # a complete upstream body up to this size is passed on as bytes
 
 
 class Proxy:
@@ -249,6 +250,12 @@ def _reply(ex: Exchange, resp: UpstreamResponse, route: Route) -> Reply:
     if ex.method == b"HEAD" or resp.status in _NO_BODY_STATUS or resp.status < 200:
         # closed by the server's release; an empty stream keeps the release path uniform
         return Reply(resp.status, out, None, release=resp.aclose, reason=resp.reason)
+    # A 5xx stays a stream: observe.classify reads a 5xx body reply as a problem we
+    # made. (isinstance: some unit tests hand in a reduced stand-in response.)
+    if resp.status < 500 and isinstance(resp, UpstreamResponse):
+        body = resp.take_complete(INLINE_BYTES)
+        if body is not None:  # it came with the head: no stream, no release, one write
+            return Reply(resp.status, out, body, reason=resp.reason)
     return Reply(resp.status, out, stream=resp.iter_chunks(), release=resp.aclose,
                  reason=resp.reason)
 

@@ -164,6 +164,17 @@ class UpstreamResponse:
             self._release()
             raise
 
+    def take_complete(self, max_bytes: int) -> bytes | None:
+        """The whole body at once, without waiting, when it has all arrived and is at
+        most ``max_bytes``; the response is then released. Else None (nothing taken)."""
+        if not self._done or self._closed or self._error is not None or self._size > max_bytes:
+            return None
+        chunks = self._chunks
+        self._chunks = deque()
+        self._size = 0
+        self._closed = True
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
     def iter_chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives, chunk by chunk; the connection is released at its end."""
         self._check_open()
