@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import gc
 import importlib
 import sys
 from collections.abc import Callable
@@ -105,6 +106,8 @@ async def serve(host: str, port: int, upstream: str, stack: str) -> None:
     for header in headers:
         print(f"info header {header}", flush=True)
     await gateway.start(host, port)
+    gc.collect()
+    gc.freeze()  # as ``python -m qanat.gateway`` does once started (workers.serve_plan)
     print(f"listening on {host}:{gateway.port}", flush=True)
     try:
         await asyncio.Event().wait()

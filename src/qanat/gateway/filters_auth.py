@@ -34,6 +34,7 @@ from qanat.security import (
 
 Authenticate = Callable[[HeaderList, bytes], Awaitable[Identity | AuthFailure]]
 Strip = Callable[[HeaderList, bytes], tuple[list[tuple[bytes, bytes]], bytes]]
+_MAX_IDENTITIES = 1024  # identities whose headers are remembered per filter
 
 
 class AuthFilter:
@@ -46,6 +47,9 @@ class AuthFilter:
     def __init__(self, authenticate: Authenticate, strip: Strip) -> None:
         self._authenticate = authenticate
         self._strip = strip
+        # identity -> its headers: a pure function of the identity, and the same
+        # caller keeps coming back (the JWT verifier caches its Identity too)
+        self._headers: dict[Identity, HeaderList] = {}
 
     async def __call__(self, ex: Exchange, call_next: Handler) -> Reply:
         query = ex.query[1:] if ex.query.startswith(b"?") else ex.query
@@ -54,7 +58,12 @@ class AuthFilter:
             status, headers, body = challenge(result, request_id=ex.request_id)
             return Reply(status, headers, body)
         headers, query = self._strip(ex.headers, query)
-        headers.extend(identity_headers(result))
+        extra = self._headers.get(result)
+        if extra is None:
+            if len(self._headers) >= _MAX_IDENTITIES:
+                self._headers.clear()
+            extra = self._headers[result] = identity_headers(result)
+        headers += extra
         ex.headers = headers
         ex.query = b"?" + query if query else b""
         if ex.state is None:

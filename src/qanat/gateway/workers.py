@@ -21,6 +21,7 @@ discovery cache; what they share: the routes (config store), the instances
 from __future__ import annotations
 
 import asyncio
+import gc
 import contextlib
 import logging
 import os
@@ -150,6 +151,11 @@ async def serve_plan(
                              routes_key=routes_key)
     try:
         await process.start()
+        # Start-up objects (modules, routes, compiled filters) live as long as the
+        # process: keep them out of every later collection (CPython's gc.freeze,
+        # meant for long-running servers); requests then pay only for their own.
+        gc.collect()
+        gc.freeze()
         if banner is not None:
             banner(process.banner())
         await process.gateway.wait_stopped()
