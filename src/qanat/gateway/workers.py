@@ -21,8 +21,8 @@ discovery cache; what they share: the routes (config store), the instances
 from __future__ import annotations
 
 import asyncio
-import gc
 import contextlib
+import gc
 import logging
 import os
 import signal
