@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -249,8 +250,27 @@ async def _batch(
     return elapsed / n
 
 
+class DropCounter(logging.Handler):
+    """Counts the span processor's "Queue full, dropping Span" warnings.
+
+    A variant whose exporter falls behind drops spans, and a dropped span is
+    never exported: its row then understates what that tracing costs. The
+    tables say how many were dropped, so such a row is not taken at face value.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = 0
+        logging.getLogger("opentelemetry.sdk._shared_internal").addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "dropping" in record.getMessage():
+            self.dropped += 1
+
+
 async def child(variant: str, batches: int, n: int) -> dict[str, float]:
-    """Best ns/request per mode for one variant, in this process."""
+    """Best ns/request per mode for one variant, in this process (and spans dropped)."""
+    drops = DropCounter()
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)  # the Service keeps its span store under ./.qanat
         app = build(variant, Path(tmp))
@@ -262,14 +282,16 @@ async def child(variant: str, batches: int, n: int) -> dict[str, float]:
             for mode, headers in MODES.items():
                 best[mode] = min(best[mode], await _batch(app, headers, state, n))
         await shutdown()
-        return best
+        return {**best, "dropped": drops.dropped}
 
 
 # -- the parent: rounds of child processes, then the table -------------------------------
 
 
 def run_in_process(rounds: int, batches: int, n: int) -> dict[str, dict[str, float]]:
-    best: dict[str, dict[str, float]] = {v: {m: float("inf") for m in MODES} for v in VARIANTS}
+    best: dict[str, dict[str, float]] = {
+        v: {**{m: float("inf") for m in MODES}, "dropped": 0} for v in VARIANTS
+    }
     for _ in range(rounds):
         for variant in VARIANTS:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("QANAT_", "OTEL_"))}
@@ -282,8 +304,11 @@ def run_in_process(rounds: int, batches: int, n: int) -> dict[str, dict[str, flo
                 capture_output=True,
                 text=True,
             ).stdout
-            for mode, ns in json.loads(out.splitlines()[-1]).items():
-                best[variant][mode] = min(best[variant][mode], ns)
+            for key, value in json.loads(out.splitlines()[-1]).items():
+                if key == "dropped":
+                    best[variant][key] += value
+                else:
+                    best[variant][key] = min(best[variant][key], value)
     return best
 
 
@@ -292,8 +317,8 @@ def table(best: dict[str, dict[str, float]]) -> str:
     bare = best["bare"]
     head = " | ".join(f"{MODE_TITLES[m]}: µs (added)" for m in MODES)
     lines = [
-        f"| variant | {head} | req/s, no traceparent | added ÷ peer's added |",
-        "|---|" + "---:|" * (len(MODES) + 2),
+        f"| variant | {head} | req/s, no traceparent | added ÷ peer's added | spans dropped |",
+        "|---|" + "---:|" * (len(MODES) + 3),
     ]
     for variant in VARIANTS:
         row = best[variant]
@@ -303,7 +328,7 @@ def table(best: dict[str, dict[str, float]]) -> str:
         )
         lines.append(
             f"| {LABELS[variant]} | {cells} | {1e9 / row['none']:,.0f} "
-            f"| {'—' if variant == 'bare' else ratios} |"
+            f"| {'—' if variant == 'bare' else ratios} | {row['dropped']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -341,30 +366,41 @@ def _wait_for_port(port: int, deadline: float) -> None:
 
 
 def http_round(variant: str, port: int, seconds: int) -> dict[str, tuple[float, float]]:
-    """(requests/s, server CPU µs per request) per traceparent case, for one variant."""
+    """(requests/s, server CPU µs per request) per traceparent case, for one variant;
+    under "dropped", the spans the server's span processor dropped."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QANAT_", "OTEL_"))}
-    server = subprocess.Popen([sys.executable, __file__, "--serve", variant, str(port)], env=env)
-    try:
-        _wait_for_port(port, time.monotonic() + 30)
-        url = f"http://127.0.0.1:{port}/items/7"
-        out: dict[str, tuple[float, float]] = {}
-        for mode in ("none", "sampled"):
-            extra = [] if mode == "none" else ["-H", f"traceparent: {TRACE.decode()}01"]
-            cpu = _cpu_seconds(server.pid)
-            wrk = subprocess.run(
-                ["wrk", "-t1", "-c16", f"-d{seconds}s", *extra, url],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-            used = _cpu_seconds(server.pid) - cpu
-            total = int(wrk.split(" requests in ")[0].split()[-1])
-            rps = float(wrk.split("Requests/sec:")[1].split()[0])
-            out[mode] = (rps, used / total * 1e6)
-        return out
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with tempfile.TemporaryFile("w+") as log:
+        command = [sys.executable, __file__, "--serve", variant, str(port)]
+        server = subprocess.Popen(command, env=env, stderr=log)
+        try:
+            out = _load(port, server.pid, seconds)
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+        log.seek(0)
+        out["dropped"] = (log.read().count("dropping Span"), 0.0)
+    return out
+
+
+def _load(port: int, pid: int, seconds: int) -> dict[str, tuple[float, float]]:
+    """wrk against the server without and with a traceparent; (req/s, CPU µs/request) each."""
+    _wait_for_port(port, time.monotonic() + 30)
+    url = f"http://127.0.0.1:{port}/items/7"
+    out: dict[str, tuple[float, float]] = {}
+    for mode in ("none", "sampled"):
+        extra = [] if mode == "none" else ["-H", f"traceparent: {TRACE.decode()}01"]
+        cpu = _cpu_seconds(pid)
+        wrk = subprocess.run(
+            ["wrk", "-t1", "-c16", f"-d{seconds}s", *extra, url],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        used = _cpu_seconds(pid) - cpu
+        total = int(wrk.split(" requests in ")[0].split()[-1])
+        rps = float(wrk.split("Requests/sec:")[1].split()[0])
+        out[mode] = (rps, used / total * 1e6)
+    return out
 
 
 def run_http(rounds: int, seconds: int) -> str:
@@ -373,21 +409,23 @@ def run_http(rounds: int, seconds: int) -> str:
     for r in range(rounds):
         for i, variant in enumerate(HTTP_VARIANTS):
             got = http_round(variant, 18600 + 10 * r + i, seconds)
+            row = best.setdefault(variant, {"dropped": (0.0, 0.0)})
+            row["dropped"] = (row["dropped"][0] + got.pop("dropped")[0], 0.0)
             for mode, (rps, cpu) in got.items():
-                old = best.setdefault(variant, {}).get(mode, (0.0, float("inf")))
-                best[variant][mode] = (max(old[0], rps), min(old[1], cpu))
+                old = row.get(mode, (0.0, float("inf")))
+                row[mode] = (max(old[0], rps), min(old[1], cpu))
     bare = best["bare"]
     lines = [
         "| variant | req/s | server CPU µs/req | req/s, traceparent | CPU µs/req, traceparent "
-        "| req/s vs bare |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| req/s vs bare | spans dropped |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for variant in HTTP_VARIANTS:
         row = best[variant]
         lines.append(
             f"| {LABELS[variant]} | {row['none'][0]:,.0f} | {row['none'][1]:.0f} "
             f"| {row['sampled'][0]:,.0f} | {row['sampled'][1]:.0f} "
-            f"| {row['none'][0] / bare['none'][0]:.2f} |"
+            f"| {row['none'][0] / bare['none'][0]:.2f} | {row['dropped'][0]:.0f} |"
         )
     return "\n".join(lines)
 
