@@ -15,41 +15,20 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+
+from qanat.testing import eventually_sync, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOP = ROOT / "examples" / "shop"
 QANAT = Path(sys.executable).parent / "qanat"
 START_DEADLINE = 90.0  # seconds for the whole shop to start on a busy 2-core machine
-T = TypeVar("T")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_until(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)  # polling interval of a real condition, not a wait for an effect
 
 
 class ShopRun:
@@ -81,7 +60,8 @@ class ShopRun:
                 pytest.fail(f"qanat up exited with {self.proc.returncode}:\n{self.output()}")
             return "Ctrl-C stops everything" in self.output()
 
-        wait_until(started, START_DEADLINE, f"qanat up to start; output so far:\n{self.output()}")
+        eventually_sync(started, timeout=START_DEADLINE, interval=0.05,
+                        what=lambda: f"qanat up to start; output so far:\n{self.output()}")
 
     def qanat(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         """Run ``qanat ARGS -d ROOT`` and return its result (any exit status)."""

