@@ -261,11 +261,37 @@ class CircuitBreaker:
 
             return cast(Callable[P, R], async_wrapper)
 
-        call = self.call
+        breaker, clock = self, self._clock
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            return call(fn, *args, **kwargs)
+            # call() inlined, one Python frame less per call: keep the two in step
+            # (tests/unit/core/test_breaker.py runs the same history through both).
+            epoch = breaker._epoch
+            if epoch.fast and (epoch.timeless or clock() <= epoch.until):
+                index = next(epoch.requests)
+                ticket = epoch.ticket if epoch.fast else breaker._late_admit(epoch, index, None)
+            else:
+                now = clock()
+                if epoch.state is _OPEN and now <= epoch.until:
+                    raise breaker._open_error(epoch.until - now)
+                ticket = breaker._admit(now)
+            if ticket < 0:
+                raise breaker._refusal(ticket, clock())
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                breaker.after_exception(ticket, exc, clock())
+                raise
+            epoch = breaker._epoch
+            if epoch.fast and ticket == epoch.ticket \
+                    and (epoch.timeless or clock() <= epoch.until):
+                index = next(epoch.successes)
+                if not epoch.fast:  # re-read after counting (see Epoch)
+                    breaker._late_success(epoch, index, ticket, clock())  # type: ignore[unreachable]
+            else:
+                breaker._settle(ticket, SUCCESS, clock())
+            return result
 
         return wrapper
 

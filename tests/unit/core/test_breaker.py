@@ -881,3 +881,32 @@ def test_decorated_method_still_binds_self() -> None:
 
     client = Client()
     assert client.get() is client
+
+
+def test_decorator_and_call_agree_on_a_whole_history() -> None:
+    """The decorator's inlined path and call() give the same results and stats, step by step."""
+
+    def history(run: Any, clock: FakeClock, breaker: CircuitBreaker) -> list[object]:
+        seen: list[object] = []
+        for step in ["ok"] * 3 + ["boom"] * 6 + ["ok", "wait", "ok", "ok", "boom", "wait", "ok"]:
+            if step == "wait":
+                clock.advance(11)
+                continue
+            try:
+                seen.append(run(step == "boom"))
+            except (Boom, CircuitOpenError, TooManyRequestsError) as exc:
+                seen.append((type(exc), getattr(exc, "retry_after", None)))
+            seen.append(breaker.stats())
+        return seen
+
+    def work(fail: bool) -> str:
+        if fail:
+            raise Boom
+        return "ok"
+
+    clock_a, clock_b = FakeClock(), FakeClock()
+    via_call = make(clock_a, timeout=10, interval=30)
+    via_decorator = make(clock_b, timeout=10, interval=30)
+    decorated = via_decorator(work)
+    assert history(lambda fail: via_call.call(work, fail), clock_a, via_call) == history(
+        decorated, clock_b, via_decorator)
