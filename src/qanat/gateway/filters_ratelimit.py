@@ -39,7 +39,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from qanat.core.ratelimit import GCRA, Decision, Limiter, SlidingWindow, TokenBucket
 from qanat.core.ratelimit_base import DEFAULT_MAX_KEYS
-from qanat.core.ratelimit_headers import policy_window, rate_limit_headers
+from qanat.core.ratelimit_headers import (
+    policy_window,
+    rate_limit_headers,
+    ratelimit_policy,
+    x_ratelimit,
+)
 from qanat.errors import ConfigError
 from qanat.gateway.filters import Exchange, Handler, Reply, register_filter
 from qanat.gateway.problem import problem
@@ -125,6 +130,8 @@ class RateLimitFilter:
         self._policy = c.policy or route
         self._redis: Any = None
         self._closed = False  # closed: a straggler uses the local limiter, never a new client
+        # (limit, RateLimit-Policy value, quoted policy name, X-RateLimit-Limit field)
+        self._fixed: tuple[int, bytes, bytes, tuple[bytes, bytes]] | None = None
         self.local: Limiter
         if c.limit is not None and c.window is not None:
             self.local = SlidingWindow(c.limit, c.window, max_keys=c.max_keys)
@@ -179,11 +186,32 @@ class RateLimitFilter:
             await self._redis.aclose()
             self._redis = None
 
+    def headers(self, d: Decision) -> list[tuple[bytes, bytes]]:
+        """The rate-limit fields for ``d`` (``core.ratelimit_headers``, byte for byte).
+
+        An admitted request, the hot path, reuses what only changes with the
+        limit (the policy field, the quoted name, ``X-RateLimit-Limit``).
+        """
+        on = self.config.headers
+        if not (on and d.allowed):
+            return rate_limit_headers(d, policy=self._policy, window=self._window, ietf=on,
+                                      legacy=on)
+        fixed = self._fixed
+        if fixed is None or fixed[0] != d.limit:
+            policy = ratelimit_policy(self._policy, d.limit, self._window)
+            fixed = self._fixed = (d.limit, policy, policy.rpartition(b";q=")[0],
+                                   x_ratelimit(d)[0])
+        remaining = max(0, d.remaining)
+        reset = max(0, math.ceil(d.reset_after - 1e-9))  # as core's _ceil: float noise
+        return [(b"ratelimit-policy", fixed[1]),
+                (b"ratelimit", b"%s;r=%d;t=%d" % (fixed[2], remaining, reset)),
+                fixed[3],
+                (b"x-ratelimit-remaining", b"%d" % remaining),
+                (b"x-ratelimit-reset", b"%d" % reset)]
+
     async def __call__(self, ex: Exchange, call_next: Handler) -> Reply:
         d = await self.decide(self._key(ex))
-        on = self.config.headers
-        extra = rate_limit_headers(d, policy=self._policy, window=self._window, ietf=on,
-                                   legacy=on)
+        extra = self.headers(d)
         if not d.allowed:
             return problem(429, f"route {self.route!r}: rate limit exceeded; retry after "
                            f"{d.retry_after:.3f}s", ex.request_id, slug="rate-limited",
