@@ -37,7 +37,7 @@ from qanat.gateway.hardening import Limits, RequestRejected, split_target
 from qanat.gateway.headers import request_id_for
 from qanat.gateway.metrics import Observer
 from qanat.gateway.normalize import normalize_path
-from qanat.gateway.observe import INTERNAL_PREFIX, Note, Observed, RecordingUpstream, classify
+from qanat.gateway.observe import INTERNAL_PREFIX, Note, Observed, RecordingUpstream
 from qanat.gateway.problem import problem
 from qanat.gateway.proxy import Proxy
 from qanat.gateway.request import Request
@@ -83,8 +83,7 @@ class Gateway:
         self._resolver = resolver
         self._clock = clock
         self.observers = observers
-        proxy = Proxy(self.pool, clock)
-        self._proxy: Handler = proxy if observers is None else classify(proxy)
+        self._proxy: Handler = Proxy(self.pool, clock)  # it notes what observers need
         self._closing: set[asyncio.Task[None]] = set()  # retired filters being closed
         self._retired: list[Filter] = []  # retired with no event loop running: closed later
         self._state: tuple[RouteTable, tuple[RouteRuntime, ...], tuple[str, ...]] = (

@@ -3,7 +3,7 @@
 ``Observed`` wraps the gateway's routing when it has observers (metrics, the
 access log): a ``Note`` per request, set in a context variable, collects the
 route, the upstream label, the instance ``RecordingUpstream`` chose and the
-error kind ``classify`` read from the proxy's own 5xx; once the last byte of
+error kind of a 5xx the proxy made itself (``proxy._noted``); once the last byte of
 the reply is written, the ``Outcome`` goes to every observer
 (``metrics.py``). Without observers none of this runs.
 """
@@ -14,8 +14,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextvars import ContextVar
 
-from qanat.gateway.filters import Exchange, Handler, HeaderList, Reply
-from qanat.gateway.metrics import INTERNAL, UNMATCHED, Observer, Outcome, error_kind
+from qanat.gateway.filters import Exchange, HeaderList, Reply
+from qanat.gateway.metrics import INTERNAL, UNMATCHED, Observer, Outcome
 from qanat.gateway.request import Request
 from qanat.gateway.upstream import Pick, Refusal, Target, Upstream
 
@@ -58,20 +58,6 @@ class RecordingUpstream(Upstream):
             if note is not None:
                 note.target = choice.target
         return choice
-
-
-def classify(proxy: Handler) -> Handler:
-    """Wrap the proxy so an error reply it makes itself (502/503/504) is noted by kind."""
-
-    async def classified(ex: Exchange) -> Reply:
-        reply = await proxy(ex)
-        if reply.body is not None and reply.status >= 500:
-            note = NOTE.get()
-            if note is not None:
-                note.error = error_kind(reply.status, reply.body)
-        return reply
-
-    return classified
 
 
 class Counted:
@@ -154,4 +140,4 @@ class Observed:
             observer(outcome)
 
 
-__all__ = ["NOTE", "Counted", "Note", "Observed", "RecordingUpstream", "classify"]
+__all__ = ["NOTE", "Counted", "Note", "Observed", "RecordingUpstream"]

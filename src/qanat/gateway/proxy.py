@@ -38,6 +38,8 @@ from qanat.gateway.body import RequestBody
 from qanat.gateway.filters import Exchange, HeaderList, Reply
 from qanat.gateway.hardening import RequestRejected
 from qanat.gateway.headers import forward_request_headers, forward_response_headers
+from qanat.gateway.metrics import error_kind
+from qanat.gateway.observe import NOTE
 from qanat.gateway.problem import problem
 from qanat.gateway.replay import replayable
 from qanat.gateway.resilience import call_error, has_idempotency_key, retry_allowed
@@ -81,8 +83,8 @@ class Proxy:
         load = rt.load  # shared with the route's runtime in the next set (live reload)
         if load.in_flight >= limit:
             load.overflow += 1
-            return problem(503, f"route {rt.route.name!r} has {limit} requests in flight "
-                           "(max_concurrent)", ex.request_id, slug="route-overloaded")
+            return _noted(problem(503, f"route {rt.route.name!r} has {limit} requests in flight "
+                                  "(max_concurrent)", ex.request_id, slug="route-overloaded"))
         load.in_flight += 1
         try:
             reply = await self._forward(ex, rt)
@@ -142,7 +144,7 @@ class Proxy:
                 now = clock()
                 choice = upstream.choose(ex.headers, tried, now, ex.peer)
                 if isinstance(choice, Refusal):
-                    return _refusal(ex, choice, name)
+                    return _noted(_refusal(ex, choice, name))
                 tried.append(choice.target.id)
                 resp, exc = await self._try(upstream, choice, ex.method, target_path, headers,
                                             body, min(rt.timeout, deadline - now))
@@ -165,7 +167,7 @@ class Proxy:
                             continue
                 if resp is None:
                     assert exc is not None
-                    return self._failure(ex, exc, name)
+                    return _noted(self._failure(ex, exc, name))
                 return _reply(ex, resp, rt.route)
         finally:
             if reserved:  # cancelled while waiting to retry
@@ -237,6 +239,15 @@ class Proxy:
         raise exc
 
 
+def _noted(reply: Reply) -> Reply:
+    """``reply``, a problem the proxy made itself; its error kind goes to the observed
+    request's note (the ``kind`` label of ``qanat_gateway_upstream_errors_total``)."""
+    note = NOTE.get()
+    if note is not None:
+        note.error = error_kind(reply.status, reply.body or b"")
+    return reply
+
+
 def _refusal(ex: Exchange, refusal: Refusal, name: str) -> Reply:
     extra = None
     if refusal.reason == "circuit-open":
@@ -250,9 +261,8 @@ def _reply(ex: Exchange, resp: UpstreamResponse, route: Route) -> Reply:
     if ex.method == b"HEAD" or resp.status in _NO_BODY_STATUS or resp.status < 200:
         # closed by the server's release; an empty stream keeps the release path uniform
         return Reply(resp.status, out, None, release=resp.aclose, reason=resp.reason)
-    # A 5xx stays a stream: observe.classify reads a 5xx body reply as a problem we
-    # made. (isinstance: some unit tests hand in a reduced stand-in response.)
-    if resp.status < 500 and isinstance(resp, UpstreamResponse):
+    # isinstance: some unit tests hand in a reduced stand-in for the response
+    if isinstance(resp, UpstreamResponse):
         body = resp.take_complete(INLINE_BYTES)
         if body is not None:  # it came with the head: no stream, no release, one write
             return Reply(resp.status, out, body, reason=resp.reason)

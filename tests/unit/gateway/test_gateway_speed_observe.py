@@ -1,0 +1,66 @@
+"""Observed requests: the proxy notes the kind of the 5xx it makes, never an upstream's own."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from qanat.gateway.app import Gateway
+from qanat.gateway.metrics import Outcome
+from qanat.testing import eventually
+
+# An upstream 503 whose body looks like one of our problems: it must not count as ours.
+LOOKALIKE = b'{"type":"urn:qanat:problem:bad-gateway"}'
+
+
+async def answer_503(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while await reader.readuntil(b"\r\n\r\n"):
+        writer.write(b"HTTP/1.1 503 Busy\r\ncontent-type: application/problem+json\r\n"
+                     b"content-length: %d\r\n\r\n%s" % (len(LOOKALIKE), LOOKALIKE))
+        await writer.drain()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port  # nothing listens: connecting is refused
+
+
+@pytest.fixture
+async def busy_port() -> AsyncIterator[int]:
+    server = await asyncio.start_server(answer_503, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+
+
+async def get(port: int, path: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET %s HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n" % path)
+    data = await reader.read()
+    writer.close()
+    return data
+
+
+async def test_error_kinds_come_from_the_proxy_not_from_upstream_bodies(busy_port: int) -> None:
+    """A refused connect is noted ``bad_gateway``; an upstream's own 503 has no error kind."""
+    seen: list[Outcome] = []
+    routes = [
+        {"name": "dead", "match": {"prefix": "/dead"},
+         "upstream": {"kind": "static", "targets": [{"url": f"http://127.0.0.1:{closed_port()}"}]}},
+        {"name": "busy", "match": {"prefix": "/busy"},
+         "upstream": {"kind": "static", "targets": [{"url": f"http://127.0.0.1:{busy_port}"}]}},
+    ]
+    gw = Gateway(routes, observers=[seen.append])
+    await gw.start("127.0.0.1", 0)
+    try:
+        assert (await get(gw.port, b"/dead")).startswith(b"HTTP/1.1 502")
+        assert (await get(gw.port, b"/busy")).startswith(b"HTTP/1.1 503")
+        await eventually(lambda: len(seen) == 2, what="both outcomes")
+    finally:
+        await gw.aclose(1.0)
+    kinds = {o.route: (o.status, o.error, o.instance != "") for o in seen}
+    assert kinds == {"dead": (502, "bad_gateway", True), "busy": (503, None, True)}
