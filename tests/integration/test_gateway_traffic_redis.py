@@ -82,7 +82,12 @@ async def test_two_gateway_processes_share_one_redis_limit(
         sent = sum(len(r) for r in results)
         assert set().union(*map(set, results)) <= {200, 429}
         assert admitted <= BURST + RATE * elapsed, (admitted, elapsed, per_gateway, sent)
-        assert admitted >= BURST and min(per_gateway) > 0  # both processes served some
+        assert admitted >= BURST
+        # Both processes were in the contest: each was refused at least once. (Which one wins
+        # the burst and the refills is up to the scheduler; on a loaded machine one may win
+        # them all, and that is still one shared limit.)
+        refused = [sum(r.count(429) for r in results[i::2]) for i in range(2)]
+        assert min(refused) > 0, (per_gateway, refused)
         assert sent > 2 * (BURST + RATE * elapsed)  # enough pressure for two limits to show
         assert backend.count() == admitted
     finally:
