@@ -261,8 +261,10 @@ def _reply(ex: Exchange, resp: UpstreamResponse, route: Route) -> Reply:
     if ex.method == b"HEAD" or resp.status in _NO_BODY_STATUS or resp.status < 200:
         # closed by the server's release; an empty stream keeps the release path uniform
         return Reply(resp.status, out, None, release=resp.aclose, reason=resp.reason)
-    # isinstance: some unit tests hand in a reduced stand-in for the response
-    if isinstance(resp, UpstreamResponse):
+    # Only below 400: the server counts a 4xx/5xx *body* reply as one the gateway
+    # wrote itself (qanat_gateway_rejected_total); an upstream's error stays a stream.
+    # (isinstance: some unit tests hand in a reduced stand-in for the response.)
+    if resp.status < 400 and isinstance(resp, UpstreamResponse):
         body = resp.take_complete(INLINE_BYTES)
         if body is not None:  # it came with the head: no stream, no release, one write
             return Reply(resp.status, out, body, reason=resp.reason)

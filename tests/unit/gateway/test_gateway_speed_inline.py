@@ -35,16 +35,15 @@ async def test_a_complete_small_body_becomes_the_reply_body() -> None:
     assert (b"content-type", b"text/plain") in reply.headers
 
 
-async def test_an_upstream_5xx_body_is_inlined_too() -> None:
-    """An upstream's own 503 that came whole is a body reply like any other status."""
-    reply = _reply(exchange(), response(503, [b"busy"], done=True), ROUTE)  # type: ignore[arg-type]
-    assert (reply.status, reply.body, reply.stream) == (503, b"busy", None)
+async def test_unfinished_large_or_error_bodies_stream() -> None:
+    """A body still arriving, one over the inline limit, or an upstream 4xx/5xx's, streams.
 
-
-async def test_unfinished_or_large_bodies_stream() -> None:
-    """A body still arriving, or one over the inline limit, is streamed with a release."""
+    (The server counts a 4xx/5xx body reply as an answer the gateway made itself.)
+    """
     cases = [response(200, [b"part"], done=False),
-             response(200, [b"x" * (INLINE_BYTES + 1)], done=True)]
+             response(200, [b"x" * (INLINE_BYTES + 1)], done=True),
+             response(404, [b"nope"], done=True),
+             response(503, [b"busy"], done=True)]
     for resp in cases:
         reply = _reply(exchange(), resp, ROUTE)  # type: ignore[arg-type]
         assert reply.body is None and reply.stream is not None and reply.release is not None

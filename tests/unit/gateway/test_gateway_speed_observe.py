@@ -46,7 +46,8 @@ async def get(port: int, path: bytes) -> bytes:
 
 
 async def test_error_kinds_come_from_the_proxy_not_from_upstream_bodies(busy_port: int) -> None:
-    """A refused connect is noted ``bad_gateway``; an upstream's own 503 has no error kind."""
+    """A refused connect is noted ``bad_gateway``; an upstream's own 503 has no error kind
+    and is not counted as an answer the gateway made (``rejected``)."""
     seen: list[Outcome] = []
     routes = [
         {"name": "dead", "match": {"prefix": "/dead"},
@@ -60,6 +61,7 @@ async def test_error_kinds_come_from_the_proxy_not_from_upstream_bodies(busy_por
         assert (await get(gw.port, b"/dead")).startswith(b"HTTP/1.1 502")
         assert (await get(gw.port, b"/busy")).startswith(b"HTTP/1.1 503")
         await eventually(lambda: len(seen) == 2, what="both outcomes")
+        assert gw.stats().rejected == {502: 1}
     finally:
         await gw.aclose(1.0)
     kinds = {o.route: (o.status, o.error, o.instance != "") for o in seen}
