@@ -70,7 +70,8 @@ class Traffic:
                     body = r.json() if r.headers.get("content-type", "").startswith(
                         "application/json"
                     ) else None
-                    outcome = Outcome(path, r.status_code, body=body)
+                    outcome = Outcome(path, r.status_code, body=body,
+                                      error="" if r.status_code == 200 else r.text[:500])
                 except httpx.HTTPError as exc:
                     outcome = Outcome(path, None, error=repr(exc))
                 with self._lock:
