@@ -54,14 +54,14 @@ async def write_reply(conn: HttpProtocol, req: Request | None, reply: Reply, *, 
     status = reply.status
     head_only = req is not None and req.method == b"HEAD"
     bodiless = head_only or status in _NO_BODY or status < 200
-    parts = [status_line(status, reply.reason)]
-    has_length = False
-    for name, value in reply.headers:
-        if name == b"content-length":
-            if reply.body is not None:
-                continue  # we set it from the body below
-            has_length = True
-        parts += (name, b": ", value, b"\r\n")
+    headers = reply.headers
+    # "name: value" pairs in one C-level join; a body's own length replaces any given
+    fields = [b": ".join(h) for h in headers if h[0] != b"content-length"]
+    has_length = len(fields) != len(headers)
+    if has_length and reply.body is None:
+        fields = [b": ".join(h) for h in headers]  # a stream keeps the upstream's framing
+    parts = [status_line(status, reply.reason), b"\r\n".join(fields), b"\r\n"] if fields \
+        else [status_line(status, reply.reason)]
     stream = None if bodiless else reply.stream
     chunked = False
     if reply.body is not None:

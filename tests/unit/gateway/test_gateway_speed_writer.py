@@ -258,3 +258,22 @@ async def test_http10_stream_is_delimited_by_close() -> None:
     keep = await write_reply(conn, _req("1.0"), reply, keep=True)  # type: ignore[arg-type]
     assert not keep and len(conn.transport.writes) == 1
     assert conn.transport.writes[0].endswith(b"connection: close\r\n\r\nabc")
+
+
+names = st.sampled_from([b"content-type", b"x-a", b"content-length", b"etag", b"via"])
+values = st.binary(min_size=1, max_size=12).map(
+    lambda v: bytes(c for c in v if 0x21 <= c <= 0x7E) or b"v")
+
+
+@given(st.lists(st.tuples(names, values), max_size=6), st.binary(max_size=20))
+async def test_a_body_reply_head_is_its_fields_in_order_with_the_body_length(
+    headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    """Every field but content-length goes out once, in order, then the body's own length."""
+    conn = Conn()
+    await write_reply(conn, _req(), Reply(200, headers, body), keep=True)  # type: ignore[arg-type]
+    [raw] = conn.transport.writes
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")[1:]
+    kept = [n + b": " + v for n, v in headers if n != b"content-length"]
+    assert lines == [*kept, b"content-length: %d" % len(body)] and rest == body
