@@ -125,12 +125,13 @@ def strip_credentials(
     settings: JwtSettings, headers: Headers, query: bytes
 ) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """``(headers, query)`` without the token's header, query parameter and cookie."""
-    out = list(headers)
     if settings.header:
-        out = _request.strip_header(out, settings.header.encode("latin-1"))
-    if settings.cookie:
+        out = _request.strip_header(headers, settings.header.encode("latin-1"))
+    else:
+        out = list(headers)
+    if settings.cookie and any(k.lower() == b"cookie" for k, _ in out):  # rare: skip the copy
         out = _request.strip_cookie(out, settings.cookie.encode("latin-1"))
-    if settings.query:
+    if settings.query and query:
         query = _request.strip_query(query, settings.query.encode("latin-1"))
     return out, query
 
