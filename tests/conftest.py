@@ -28,6 +28,8 @@ import pytest
 import redis
 import structlog
 
+pytest_plugins = ["pytester"]  # tests/unit/test_suite_rules.py runs small suites with these rules
+
 REDIS_URL = os.environ.get("QANAT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 _TESTS = Path(__file__).resolve().parent
