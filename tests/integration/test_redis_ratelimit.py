@@ -1,4 +1,4 @@
-"""The shared rate limit against the real Redis on 127.0.0.1:6379.
+"""The shared rate limit against the real Redis (``redis_url``: 127.0.0.1:6379 by default).
 
 Two OS processes sharing one Redis never admit more than the global limit;
 a Redis that refuses connections or stops answering hands the decision to
@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -157,7 +158,9 @@ async def test_fallback_on_refused_connection_holds_the_limit_locally() -> None:
 class Proxy:
     """A TCP proxy to Redis that can stop answering (accepts, never forwards)."""
 
-    def __init__(self) -> None:
+    def __init__(self, redis_url: str) -> None:
+        target = urlsplit(redis_url)
+        self.target = (target.hostname or "127.0.0.1", target.port or 6379)
         self.forward = True
         self.server: asyncio.Server | None = None
         self.tasks: set[asyncio.Task[object]] = set()
@@ -176,7 +179,7 @@ class Proxy:
             await reader.read()  # swallow until the client gives up and closes
             writer.close()
             return
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 6379)
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
         self.writers.append(up_writer)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
@@ -200,7 +203,7 @@ class Proxy:
 
 @pytest.fixture
 async def proxy(redis_url: str) -> AsyncIterator[Proxy]:
-    p = Proxy()
+    p = Proxy(redis_url)
     await p.start()
     yield p
     await p.close()
