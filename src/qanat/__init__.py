@@ -155,6 +155,9 @@ from qanat.security import (
 )
 from qanat.testing import (
     FakeClock,
+    eventually,
+    eventually_sync,
+    free_port,
 )
 from qanat.topology import (
     Topology,
@@ -252,6 +255,9 @@ __all__ = [
     "UpstreamTimeout",
     "WatchCompacted",
     "WeightedRandom",
+    "eventually",
+    "eventually_sync",
+    "free_port",
     "gray",
     "hash_api_key",
     "load_policies",
