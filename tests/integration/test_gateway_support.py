@@ -8,7 +8,8 @@ Upstreams, both real HTTP/1.1 servers on 127.0.0.1:0 (asyncio + httptools):
   after ``gate`` is set; anything else echoes method, path, headers and body.
 - ``Backend``: one named instance whose answer to each request is scripted by
   ``behave(seen)``: a status, ``RESET`` (close without answering), ``HANG``
-  (never answer) or ``STREAM`` (a head, one chunk, then a reset). Every request
+  (never answer), ``STREAM`` (a head, one chunk, then a reset) or ``CUT`` (a
+  small response's head and part of its body, then a reset). Every request
   is recorded in ``seen`` with its body, so tests count what reached it.
 
 Clients and gateways:
@@ -37,7 +38,7 @@ from qanat.testing import eventually
 
 __test__ = False  # nothing to collect here
 
-RESET, HANG, STREAM = -1, -2, -3
+RESET, HANG, STREAM, CUT = -1, -2, -3, -4
 Cleanup = Callable[[], Awaitable[None]]
 
 
@@ -303,6 +304,12 @@ class _BackendProtocol(_Tracked):
         }).encode()
         if action == STREAM:
             self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n" + payload)
+            asyncio.get_running_loop().call_soon(self.transport.abort)
+            return
+        if action == CUT:  # a head promising 100 bytes more than are sent, then the reset
+            self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n"
+                                 % (len(payload) + 100))
+            self.transport.write(payload)
             asyncio.get_running_loop().call_soon(self.transport.abort)
             return
         self.transport.write(

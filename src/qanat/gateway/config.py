@@ -4,7 +4,8 @@ A route = ``name`` + ``match`` (host, one of path|prefix|pattern, methods,
 headers) + ``upstream`` (``kind: static`` with weighted URLs, or
 ``kind: service`` resolved through discovery) + optional ``rewrite``,
 ``headers`` (request/response add, set, remove), ``timeout`` /
-``per_try_timeout``, ``retry``, ``max_concurrent`` and ``filters`` (named
+``per_try_timeout``, ``retry``, ``max_concurrent``, ``buffer_response_bytes``
+and ``filters`` (named
 filter configs, see ``qanat.gateway.filters``). The ``upstream`` block
 (``config_upstream.py``) may add ``hash_on`` for consistent hashing, a
 per-instance ``breaker``, ``outlier_detection`` and canary ``subsets`` with a
@@ -194,6 +195,9 @@ class RouteConfig(_Strict):
     per_try_timeout: Duration | None = None
     retry: RetryConfig | None = None
     max_concurrent: int | None = Field(default=None, ge=1)
+    # A response of at most this many bytes (by Content-Length) is read whole before
+    # its head goes to the client, so a try cut mid-body can still be retried (0: never).
+    buffer_response_bytes: int = Field(default=64 * 1024, ge=0, le=1 << 20)
     filters: list[FilterSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")

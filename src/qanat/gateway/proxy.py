@@ -12,7 +12,10 @@ the route deadline. An upstream's ``Retry-After`` replaces the backoff when it
 is at most ``retry.max_retry_after`` (a longer one is not retried). A POST or
 PATCH with an ``Idempotency-Key`` header is retried like a PUT when the route
 says ``retry.idempotency_key: true``. Retries happen before the response head
-is passed on; once the client has a status line, nothing is retried.
+is passed on; once the client has a status line, nothing is retried. So a
+response of at most ``buffer_response_bytes`` (by ``Content-Length``) is read
+whole before its head goes on (nginx's ``proxy_buffering``): an upstream cut
+mid-body then fails the try while nothing has been sent, and it is retried.
 
 A request body that streams from the client can be sent again only if it was
 buffered: with a retry policy, a body of at most ``retry.max_buffered_body``
@@ -35,6 +38,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable
 
 from qanat.core.retry import RetryPolicy, parse_retry_after
 from qanat.gateway.body import RequestBody
+from qanat.gateway.buffering import bufferable, wait_body
 from qanat.gateway.filters import Exchange, HeaderList, Reply
 from qanat.gateway.hardening import RequestRejected
 from qanat.gateway.headers import forward_request_headers, forward_response_headers
@@ -147,7 +151,8 @@ class Proxy:
                     return _noted(_refusal(ex, choice, name))
                 tried.append(choice.target.id)
                 resp, exc = await self._try(upstream, choice, ex.method, target_path, headers,
-                                            body, min(rt.timeout, deadline - now))
+                                            body, min(rt.timeout, deadline - now),
+                                            rt.buffer_response_bytes)
                 if reserved:
                     rt.budget.retry_finished()
                     reserved = False
@@ -175,8 +180,15 @@ class Proxy:
 
     async def _try(self, upstream: Upstream, choice: Pick, method: bytes, target: bytes,
                    headers: HeaderList, body: bytes | AsyncIterable[bytes] | None,
-                   timeout: float) -> tuple[UpstreamResponse | None, Exception | None]:
-        """One try; its pick is settled exactly once, however it ends."""
+                   timeout: float, buffer: int
+                   ) -> tuple[UpstreamResponse | None, Exception | None]:
+        """One try; its pick is settled exactly once, however it ends.
+
+        A response of at most ``buffer`` bytes (by ``Content-Length``) counts as
+        arrived only once its whole body has (nginx's ``proxy_buffering``): a body
+        cut by the upstream then fails this try before anything went to the client,
+        and the retry rules apply to it as to any reset.
+        """
         clock = self._clock
         start = clock()
         try:
@@ -184,6 +196,8 @@ class Proxy:
                 method=method, host=choice.target.host, port=choice.target.port, target=target,
                 headers=headers, body=body, timeout=timeout,
             )
+            if not resp.complete and buffer and bufferable(resp, method, buffer):
+                await wait_body(resp, timeout - (clock() - start))
         except Exception as exc:
             end = clock()
             outcome = call_error(exc) if isinstance(exc, UpstreamError) else None

@@ -77,6 +77,7 @@ class RouteRuntime:
     retry: RetryPolicy | None = field(init=False)
     max_buffered_body: int = field(init=False)
     max_concurrent: int | None = field(init=False)
+    buffer_response_bytes: int = field(init=False)
     max_retry_after: float = field(init=False)
     idempotency_key: bool = field(init=False)
 
@@ -90,6 +91,7 @@ class RouteRuntime:
         self.max_retry_after = r.max_retry_after if r is not None else 0.0
         self.idempotency_key = r.idempotency_key if r is not None else False
         self.max_concurrent = cfg.max_concurrent
+        self.buffer_response_bytes = cfg.buffer_response_bytes
 
     def state(self, now: float) -> RouteState:
         """A snapshot of this route's traffic state at ``now``."""

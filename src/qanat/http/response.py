@@ -175,6 +175,24 @@ class UpstreamResponse:
         self._closed = True
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
+    async def wait_complete(self) -> None:
+        """Wait until the whole body has arrived, keeping it buffered here (nothing is
+        consumed: ``take_complete``, ``read`` or ``iter_chunks`` still see all of it).
+
+        Back-pressure is lifted while waiting, so bound the body first (e.g. by its
+        ``Content-Length``). Raises the body's error (``UpstreamReset``, a body
+        timeout); cancelled, it releases the response, whose body is then gone.
+        """
+        self._check_open()
+        try:
+            while not self._done:
+                if self._source is not None:
+                    self._source.resume_reading()
+                await self._wait()
+        except BaseException:
+            self._release()
+            raise
+
     def iter_chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives, chunk by chunk; the connection is released at its end."""
         self._check_open()

@@ -70,6 +70,7 @@ async def test_a_retry_cancelled_in_its_backoff_gives_back_its_budget() -> None:
 
     class Response:
         status = 503
+        complete = True
         headers: ClassVar[list[tuple[bytes, bytes]]] = []
 
         async def aclose(self) -> None:

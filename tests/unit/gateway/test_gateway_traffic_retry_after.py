@@ -24,6 +24,7 @@ class Response:
     """What HttpPool returns, reduced to what the proxy reads."""
 
     reason = b"X"
+    complete = True  # the body came with the head: nothing to buffer
 
     def __init__(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
