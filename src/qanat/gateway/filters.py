@@ -105,9 +105,11 @@ class Reply:
     called once when writing ends, however it ends) is set, or neither for no
     body. A ``content-length`` in ``headers`` frames a stream; without one a
     stream is sent chunked. ``close`` asks to close the connection after.
+    ``done``, a plain callable, is called once after ``release``, however
+    writing ended: observers use it, so a reply costs them no coroutine.
     """
 
-    __slots__ = ("body", "close", "headers", "reason", "release", "status", "stream")
+    __slots__ = ("body", "close", "done", "headers", "reason", "release", "status", "stream")
 
     def __init__(
         self,
@@ -119,6 +121,7 @@ class Reply:
         release: Callable[[], Awaitable[None]] | None = None,
         reason: bytes = b"",
         close: bool = False,
+        done: Callable[[], None] | None = None,
     ) -> None:
         self.status = status
         self.headers = headers
@@ -127,6 +130,7 @@ class Reply:
         self.release = release
         self.reason = reason
         self.close = close
+        self.done = done
 
 
 Handler = Callable[[Exchange], Awaitable[Reply]]

@@ -105,19 +105,19 @@ class Observed:
         counted = None
         if reply.stream is not None:
             reply.stream = counted = Counted(reply.stream)
-        inner = reply.release
+        before = reply.done
 
-        async def release() -> None:
+        def done() -> None:  # after the reply's release: a plain call, no coroutine
             try:
-                if inner is not None:
-                    await inner()
+                if before is not None:
+                    before()
             finally:
                 self.in_flight -= 1
                 size = len(reply.body) if reply.body is not None else 0
                 self._report(req, note, reply.status,
                              counted.n if counted is not None else size, started, wall)
 
-        reply.release = release
+        reply.done = done
         return reply
 
     def _report(

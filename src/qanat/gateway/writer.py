@@ -80,7 +80,10 @@ async def write_reply(conn: HttpProtocol, req: Request | None, reply: Reply, *, 
         if reply.body is not None and not bodiless:
             parts.append(reply.body)
         transport.write(b"".join(parts))
-        await _release(reply)
+        if reply.release is not None:
+            await _release(reply)
+        elif reply.done is not None:
+            _finished(reply)  # a body reply: no coroutine to end it
         return keep
     try:
         return await _write_stream(conn, transport, stream, parts, chunked, keep)
@@ -196,9 +199,23 @@ class _Resume:
 
 
 async def _release(reply: Reply) -> None:
-    if reply.release is not None:
-        release, reply.release = reply.release, None
+    """``reply.release()`` then ``reply.done()``, each at most once."""
+    release = reply.release
+    if release is None:
+        _finished(reply)
+        return
+    reply.release = None
+    try:
         await release()
+    finally:
+        _finished(reply)
+
+
+def _finished(reply: Reply) -> None:
+    done = reply.done
+    if done is not None:
+        reply.done = None
+        done()
 
 
 __all__ = ["READY_BYTES", "status_line", "take_ready", "write_reply"]

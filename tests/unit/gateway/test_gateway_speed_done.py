@@ -1,0 +1,111 @@
+"""``Reply.done``: the synchronous end-of-reply hook observers use instead of a coroutine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from qanat.gateway.filters import Reply
+from qanat.gateway.hardening import Head
+from qanat.gateway.metrics import Outcome
+from qanat.gateway.observe import Note, Observed
+from qanat.gateway.request import Request
+from qanat.gateway.writer import write_reply
+from qanat.testing import FakeClock
+
+
+class Recorder:
+    """A transport that records each write."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+class Conn:
+    def __init__(self) -> None:
+        self.transport = Recorder()
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    async def drain(self) -> None:
+        return None
+
+
+def _req() -> Request:
+    head = Head(b"h", None, False, False, ())
+    return Request(b"GET", b"/", [(b"host", b"h")], head, "1.1", True, None, b"1.2.3.4", b"http")
+
+
+async def test_a_body_reply_calls_done_once_after_its_bytes_are_written() -> None:
+    """``done`` runs once, after the response went to the transport."""
+    conn = Conn()
+    calls: list[int] = []
+    reply = Reply(200, [], b"hi", done=lambda: calls.append(len(conn.transport.writes)))
+    assert await write_reply(conn, _req(), reply, keep=True)  # type: ignore[arg-type]
+    assert calls == [1] and reply.done is None
+
+
+async def test_done_follows_release_even_when_release_fails() -> None:
+    """For a stream, ``release`` runs first, then ``done``, even if ``release`` raises."""
+    order: list[str] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"x"
+
+    async def release() -> None:
+        order.append("release")
+        raise RuntimeError("release failed")
+
+    reply = Reply(200, [], stream=chunks(), release=release, done=lambda: order.append("done"))
+    with pytest.raises(RuntimeError):
+        await write_reply(Conn(), _req(), reply, keep=True)  # type: ignore[arg-type]
+    assert order == ["release", "done"]
+
+
+async def test_a_closed_connection_still_calls_done() -> None:
+    """A reply never written (the client is gone) still ends: ``done`` is called."""
+    conn = Conn()
+    conn.transport.closing = True
+    calls: list[bool] = []
+    reply = Reply(200, [], b"hi", done=lambda: calls.append(True))
+    assert not await write_reply(conn, _req(), reply, keep=True)  # type: ignore[arg-type]
+    assert calls == [True] and conn.transport.writes == []
+
+
+async def test_observed_body_reply_has_no_release_and_reports_once() -> None:
+    """Observed wraps a body reply with ``done`` only; the outcome comes once, after."""
+    seen: list[Outcome] = []
+
+    async def route(req: Request, note: Note | None) -> Reply:
+        return Reply(200, [], b"hello")
+
+    clock = FakeClock()
+    observed = Observed(route, [seen.append], clock)
+    reply = await observed(_req())
+    assert reply.release is None and observed.in_flight == 1 and seen == []
+    await write_reply(Conn(), _req(), reply, keep=True)  # type: ignore[arg-type]
+    assert observed.in_flight == 0
+    assert [(o.status, o.bytes) for o in seen] == [(200, 5)]
+
+
+async def test_observed_keeps_an_inner_done_hook() -> None:
+    """A ``done`` set by the handler still runs before the observer reports."""
+    order: list[Any] = []
+
+    async def route(req: Request, note: Note | None) -> Reply:
+        return Reply(204, [], done=lambda: order.append("inner"))
+
+    observed = Observed(route, [lambda o: order.append(o.status)], FakeClock())
+    await write_reply(Conn(), _req(), await observed(_req()), keep=True)  # type: ignore[arg-type]
+    assert order == ["inner", 204]
