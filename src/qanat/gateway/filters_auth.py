@@ -34,6 +34,7 @@ from qanat.security import (
 
 Authenticate = Callable[[HeaderList, bytes], Awaitable[Identity | AuthFailure]]
 Strip = Callable[[HeaderList, bytes], tuple[list[tuple[bytes, bytes]], bytes]]
+Take = Callable[[HeaderList, bytes], Awaitable[tuple[Identity | AuthFailure, HeaderList, bytes]]]
 _MAX_IDENTITIES = 1024  # identities whose headers are remembered per filter
 
 
@@ -41,23 +42,30 @@ class AuthFilter:
     """Runs ``authenticate(headers, query)``; answers the failure or forwards the identity.
 
     ``query`` is handed over without its leading ``?``; ``strip`` removes
-    the credential for the upstream request.
+    the credential for the upstream request. ``take``, when given, does both in
+    one pass (``JwtAuthenticator.take``) and is used instead.
     """
 
-    def __init__(self, authenticate: Authenticate, strip: Strip) -> None:
+    def __init__(self, authenticate: Authenticate, strip: Strip, *,
+                 take: Take | None = None) -> None:
         self._authenticate = authenticate
         self._strip = strip
+        self._take = take
         # identity -> its headers: a pure function of the identity, and the same
         # caller keeps coming back (the JWT verifier caches its Identity too)
         self._headers: dict[Identity, HeaderList] = {}
 
     async def __call__(self, ex: Exchange, call_next: Handler) -> Reply:
         query = ex.query[1:] if ex.query.startswith(b"?") else ex.query
-        result = await self._authenticate(ex.headers, query)
+        if self._take is not None:
+            result, headers, query = await self._take(ex.headers, query)
+        else:
+            result = await self._authenticate(ex.headers, query)
         if isinstance(result, AuthFailure):
             status, headers, body = challenge(result, request_id=ex.request_id)
             return Reply(status, headers, body)
-        headers, query = self._strip(ex.headers, query)
+        if self._take is None:
+            headers, query = self._strip(ex.headers, query)
         extra = self._headers.get(result)
         if extra is None:
             if len(self._headers) >= _MAX_IDENTITIES:
@@ -75,7 +83,7 @@ class AuthFilter:
 def jwt_filter(config: Mapping[str, Any], route: str) -> AuthFilter:
     """The ``jwt`` filter: options as ``jwt_settings_from_config`` documents them."""
     auth = JwtAuthenticator(jwt_settings_from_config(config, source="jwt"))
-    return AuthFilter(auth.authenticate, auth.strip)
+    return AuthFilter(auth.authenticate, auth.strip, take=auth.take)
 
 
 def key_auth_filter(config: Mapping[str, Any], route: str) -> AuthFilter:

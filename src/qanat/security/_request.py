@@ -26,12 +26,7 @@ def header_values(headers: Headers, name: bytes) -> list[bytes]:
 
 def single_header(headers: Headers, name: bytes) -> bytes | None:
     """The one value of ``name``, None when absent; ``Ambiguous`` when values differ."""
-    values = header_values(headers, name)
-    if not values:
-        return None
-    if any(v != values[0] for v in values[1:]):
-        raise Ambiguous(f"the {name.decode('latin-1')!r} header is sent more than once")
-    return values[0].strip()
+    return one_value(header_values(headers, name), name)
 
 
 def _split_query(query: bytes) -> list[bytes]:
@@ -84,6 +79,35 @@ def cookie_value(headers: Headers, name: bytes) -> bytes | None:
                 raise Ambiguous(f"the cookie {name.decode('latin-1')!r} is sent more than once")
             found = v
     return found
+
+
+def take_header(headers: Headers, name: bytes) -> tuple[list[bytes], HeaderList, bool]:
+    """One pass over ``headers`` for a lower-case ``name``: its values (as
+    ``header_values``), the headers without it (as ``strip_header``), and whether
+    a ``Cookie`` header is among the rest (so a cookie strip can be skipped)."""
+    n = len(name)
+    values: list[bytes] = []
+    rest: HeaderList = []
+    cookie = False
+    for kv in headers:
+        k = kv[0]
+        size = len(k)  # a name of another length cannot match: no lower() for it
+        if size == n and (k == name or k.lower() == name):
+            values.append(kv[1])
+        else:
+            rest.append(kv)
+            if size == 6 and not cookie:
+                cookie = k.lower() == b"cookie"
+    return values, rest, cookie
+
+
+def one_value(values: list[bytes], name: bytes) -> bytes | None:
+    """``single_header``'s answer from the values already found."""
+    if not values:
+        return None
+    if any(v != values[0] for v in values[1:]):
+        raise Ambiguous(f"the {name.decode('latin-1')!r} header is sent more than once")
+    return values[0].strip()
 
 
 def strip_header(headers: Headers, name: bytes) -> HeaderList:

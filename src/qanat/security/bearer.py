@@ -13,12 +13,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
+from qanat.security import _request
 from qanat.security.failure import AuthFailure
 from qanat.security.identity import Identity
 from qanat.security.jwks import JwksCache
-from qanat.security.jwt import JwtSettings, JwtVerifier, extract_token, strip_credentials
+from qanat.security.jwt import (
+    JwtSettings,
+    JwtVerifier,
+    extract_token,
+    strip_credentials,
+    token_from,
+)
 
 Headers = Sequence[tuple[bytes, bytes]]
+HeaderList = list[tuple[bytes, bytes]]
 
 
 class JwtAuthenticator:
@@ -37,10 +45,37 @@ class JwtAuthenticator:
         if jwks is None and settings.jwks is not None:
             jwks = JwksCache(settings.jwks, settings.algorithms)
         self.jwks = jwks
+        self._header = settings.header.encode("latin-1") if settings.header else None
 
     async def authenticate(self, headers: Headers, query: bytes) -> Identity | AuthFailure:
         """The verified ``Identity`` of the request, or the failure to answer with."""
-        token = extract_token(self.settings, headers, query)
+        return await self._verify(extract_token(self.settings, headers, query))
+
+    async def take(self, headers: Headers, query: bytes
+                   ) -> tuple[Identity | AuthFailure, HeaderList, bytes]:
+        """``authenticate`` and, on success, ``strip`` in one pass over ``headers``.
+
+        Returns ``(result, headers, query)``: on success the headers and query the
+        upstream gets (a new list: the caller may extend it), exactly what
+        ``strip`` returns; on failure the failure and the request's own.
+        """
+        s, name = self.settings, self._header
+        if name is not None:
+            values, rest, cookie = _request.take_header(headers, name)
+        else:
+            values, rest, cookie = [], list(headers), True
+        result = await self._verify(token_from(s, values, headers, query))
+        if isinstance(result, AuthFailure):
+            return result, list(headers), query
+        if not s.hide_credentials:
+            return result, list(headers), query
+        if s.cookie and cookie:
+            rest = _request.strip_cookie(rest, s.cookie.encode("latin-1"))
+        if s.query and query:
+            query = _request.strip_query(query, s.query.encode("latin-1"))
+        return result, rest, query
+
+    async def _verify(self, token: bytes | AuthFailure) -> Identity | AuthFailure:
         if isinstance(token, AuthFailure):
             return token
         if self.jwks is None:

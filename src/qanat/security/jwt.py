@@ -97,10 +97,18 @@ def extract_token(settings: JwtSettings, headers: Headers, query: bytes) -> byte
     §2.1); another scheme (``Basic``) is not ours and is passed over. A
     credential sent twice with different values is ``invalid_request``.
     """
+    values = (_request.header_values(headers, settings.header.encode("latin-1"))
+              if settings.header else [])
+    return token_from(settings, values, headers, query)
+
+
+def token_from(settings: JwtSettings, values: list[bytes], headers: Headers,
+               query: bytes) -> bytes | AuthFailure:
+    """``extract_token`` given the values of ``settings.header`` already found."""
     try:
         if settings.header:
             name = settings.header.encode("latin-1")
-            value = _request.single_header(headers, name)
+            value = _request.one_value(values, name)
             if value is not None:
                 scheme, _, token = value.partition(b" ")
                 if scheme.lower() == b"bearer":
