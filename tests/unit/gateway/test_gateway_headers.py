@@ -131,3 +131,28 @@ def test_no_hop_by_hop_field_ever_leaves(headers: list[tuple[bytes, bytes]]) -> 
     assert not {b"connection", b"te", b"upgrade", b"keep-alive", b"x-y"} & set(names)
     kept = [(n, v) for n, v in headers if n in (b"a", b"b")]
     assert [(n, v) for n, v in out if n in (b"a", b"b")] == kept
+
+
+# W3C Trace Context §3.2, version 00, stated independently of the gateway's code.
+_TRACEPARENT_RE = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_TP_CHARS = st.sampled_from(list(b"0123456789abcdefABx- \t"))
+
+
+@given(st.one_of(
+    st.lists(_TP_CHARS, min_size=55, max_size=55).map(bytes),
+    st.tuples(st.sampled_from([b"00", b"01", b"0-"]),
+              st.sampled_from([b"0" * 32, b"a" * 32, b"4bf92f3577b34da6a3ce929d0e0e4736",
+                               b"4BF92F3577B34DA6A3CE929D0E0E4736"]),
+              st.sampled_from([b"0" * 16, b"00f067aa0ba902b7", b"00f067aa-ba902b7"]),
+              st.sampled_from([b"01", b"00", b"ff", b"0g"])).map(lambda t: b"-".join(t)),
+))
+def test_the_hand_checked_traceparent_answers_as_the_regex(value: bytes) -> None:
+    """For 55-byte values, the hand check keeps exactly the traceparents the W3C regex keeps."""
+    m = _TRACEPARENT_RE.fullmatch(value.strip())
+    valid = m is not None and m.group(1) != b"0" * 32 and m.group(2) != b"0" * 16
+    out, kept = next_traceparent(value)
+    assert kept is valid
+    if valid:
+        assert m is not None
+        assert out[:36] == b"00-" + m.group(1) + b"-" and out[52:] == b"-" + m.group(3)
+    assert _TRACEPARENT_RE.fullmatch(out) is not None
