@@ -108,12 +108,11 @@ def _kill_and_wait_for_restart(shop: ShopRun, traffic: Traffic, name: str) -> No
 
 
 def test_sigkill_under_traffic_fails_no_idempotent_request(shop: ShopRun) -> None:
-    """SIGKILL a catalog and a users instance during steady GETs: every GET succeeds (but those
-    whose response had started), sellers are still filled in, and both restart, saying so."""
+    """SIGKILL a catalog and a users instance during steady GETs: every GET succeeds, sellers
+    are still filled in, and both restart, saying so."""
     paths = ["/api/products", "/api/products/3", "/api/users/1", "/api/products?q=cup"]
-    # Six clients: more than Envoy's default retry-budget floor of 3, which the shop raises
-    # (Envoy's default floor), so every request that meets the dead instance may retry. A 4th
-    # concurrent retry could be refused, and its 502 is the budget working, not a failure.
+    # Six clients: more than Envoy's default retry-budget floor of 3 concurrent retries, which
+    # the shop's qanat.yaml raises for the gateway and for catalog's calls to users.
     traffic = Traffic(shop.url, paths, clients=6)
     traffic.start()
     try:
@@ -124,14 +123,10 @@ def test_sigkill_under_traffic_fails_no_idempotent_request(shop: ShopRun) -> Non
         _kill_and_wait_for_restart(shop, traffic, "users-0")
     finally:
         traffic.stop()
-    # Retries happen before the response head (gateway/proxy.py, as in Envoy): a request whose
-    # head had already left the killed instance is cut mid-body and cannot be retried. Only
-    # requests in flight on that instance at that instant can end so, at most one per client.
+    # The gateway buffers small responses (buffer_response_bytes), so even a body cut mid-way
+    # by the kill is retried on another instance instead of reaching the client cut.
     failures = traffic.failures()
-    cut = [f for f in failures if "without sending complete message body" in f.error]
-    others = [f for f in failures if f not in cut]
-    assert not others, f"{len(others)} of {traffic.count()} failed: {others[:5]}"
-    assert len(cut) <= 2 * traffic.clients, f"{len(cut)} responses cut mid-body: {cut[:5]}"
+    assert not failures, f"{len(failures)} of {traffic.count()} failed: {failures[:5]}"
     details = [o for o in traffic.outcomes if o.path == "/api/products/3"]
     assert details and all(o.body and o.body.get("seller") for o in details)
     out = shop.output()
