@@ -23,19 +23,20 @@ as Envoy ``jwt_authn``'s ``jwt_cache_config`` does): see ``JwtVerifier``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import math
-import re
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from qanat.security import _request
 from qanat.security.failure import AuthFailure
 from qanat.security.identity import Identity
+from qanat.security.jwt_cache import TokenCache
+from qanat.security.jwt_parse import b64url as _b64url  # noqa: F401  (still importable here)
+from qanat.security.jwt_parse import number as _number
+from qanat.security.jwt_parse import parse as _parse
+from qanat.security.jwt_parse import scopes as _scopes
+from qanat.security.jwt_parse import strings as _strings
 from qanat.security.keys import KeySet
 
 Headers = Sequence[tuple[bytes, bytes]]
@@ -43,7 +44,6 @@ DEFAULT_LEEWAY = 60.0
 MAX_TOKEN_BYTES = 8192
 CACHE_SIZE = 1024  # verified tokens remembered per verifier
 CACHE_TTL = 60.0  # seconds a verified token is trusted without checking its signature again
-_SEGMENT = re.compile(rb"[A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,41 +144,21 @@ def strip_credentials(
     return out, query
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _strings(value: object) -> tuple[str, ...] | None:
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    return None
-
-
 class JwtVerifier:
     """Verifies tokens against ``settings``; pure (no I/O), for one event loop.
 
     Successes are remembered for at most ``cache_ttl`` seconds (0 turns the
     cache off) in an LRU of ``cache_size`` tokens keyed by the exact token
     bytes, so a client's next request skips the base64, JSON and signature
-    work. An entry holds ``(identity, verified_at, until)`` with ``until =
-    min(exp + leeway, verified_at + cache_ttl)``: a hit needs ``verified_at
-    <= now < until``, which re-checks ``exp`` against ``now`` and, because
-    ``nbf`` held at ``verified_at``, ``nbf`` too (a clock that went back
-    verifies afresh). New ``keys`` (a JWKS refresh or rotation hands over a
-    new ``KeySet``) empty the cache; failures are never cached.
+    work; see ``qanat.security.jwt_cache.TokenCache`` for when an entry holds.
     """
 
-    __slots__ = ("_cache", "_cache_keys", "_size", "_ttl", "settings")
+    __slots__ = ("_cache", "settings")
 
     def __init__(self, settings: JwtSettings, *, cache_size: int = CACHE_SIZE,
                  cache_ttl: float = CACHE_TTL) -> None:
         self.settings = settings
-        self._cache: OrderedDict[bytes, tuple[Identity, float, float]] = OrderedDict()
-        self._cache_keys: KeySet | None = None  # the ``keys`` the cached entries were checked with
-        self._size = cache_size if cache_ttl > 0 else 0
-        self._ttl = cache_ttl
+        self._cache = TokenCache(cache_size, cache_ttl)
 
     def verify(
         self, token: bytes | str, now: float, keys: KeySet | None = None
@@ -191,25 +171,12 @@ class JwtVerifier:
         raw = token.encode("latin-1") if isinstance(token, str) else token
         if len(raw) > MAX_TOKEN_BYTES:
             return _fail(f"token longer than {MAX_TOKEN_BYTES} bytes")
-        cache = self._cache
-        if keys is not self._cache_keys:
-            cache.clear()  # other keys may not verify what the old ones did
-            self._cache_keys = keys
-        hit = cache.get(raw)
+        hit = self._cache.get(raw, now, keys)
         if hit is not None:
-            if hit[1] <= now < hit[2]:
-                cache.move_to_end(raw)
-                return hit[0]
-            del cache[raw]
+            return hit
         result = self._verify_token(raw, now, keys)
-        if self._size and isinstance(result, Identity):
-            exp = result.expires_at
-            until = now + self._ttl
-            if exp is not None:
-                until = min(until, exp + self.settings.leeway)
-            cache[raw] = (result, now, until)
-            if len(cache) > self._size:
-                cache.popitem(last=False)
+        if isinstance(result, Identity):
+            self._cache.put(raw, result, now, self.settings.leeway)
         return result
 
     def _verify_token(self, raw: bytes, now: float, keys: KeySet | None) -> Identity | AuthFailure:
@@ -286,40 +253,6 @@ class JwtVerifier:
             claims=forwarded,
             expires_at=float(exp) if exp is not None else None,
         )
-
-
-def _b64url(segment: bytes) -> bytes:
-    if not _SEGMENT.fullmatch(segment) or len(segment) % 4 == 1:
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
-
-
-def _parse(raw: bytes) -> tuple[dict[str, Any], bytes, bytes, bytes] | None:
-    """``(header, payload, signing input, signature)`` of a compact JWS, or None (RFC 7515 §7.1)."""
-    if raw.count(b".") != 2:
-        return None
-    signing_input, _, sig = raw.rpartition(b".")
-    head, _, body = signing_input.partition(b".")
-    try:
-        header = json.loads(_b64url(head))
-        payload, signature = _b64url(body), _b64url(sig)
-    except (ValueError, binascii.Error):
-        return None
-    if not isinstance(header, dict):
-        return None
-    return header, payload, signing_input, signature
-
-
-def _scopes(claims: Mapping[str, Any]) -> tuple[str, ...]:
-    scope = claims.get("scope")
-    if isinstance(scope, str):
-        return tuple(scope.split())
-    scp = claims.get("scp")
-    if isinstance(scp, str):
-        return tuple(scp.split())
-    if isinstance(scp, list):
-        return tuple(x for x in scp if isinstance(x, str))
-    return ()
 
 
 __all__ = [

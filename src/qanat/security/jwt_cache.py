@@ -1,0 +1,62 @@
+"""The ``JwtVerifier``'s cache of verified tokens: bounded, short-lived, keyed to the keys.
+
+A bounded LRU keyed by the exact token bytes, as Envoy ``jwt_authn``'s
+``jwt_cache_config`` does. Pure: time is passed in.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from qanat.security.identity import Identity
+from qanat.security.keys import KeySet
+
+
+class TokenCache:
+    """Remembers verified tokens for at most ``ttl`` seconds (0 turns it off), ``size`` at most.
+
+    An entry holds ``(identity, verified_at, until)`` with ``until =
+    min(exp + leeway, verified_at + ttl)``: a hit needs ``verified_at <= now
+    < until``, which re-checks ``exp`` against ``now`` and, because ``nbf``
+    held at ``verified_at``, ``nbf`` too (a clock that went back verifies
+    afresh). New ``keys`` (a JWKS refresh or rotation hands over a new
+    ``KeySet``) empty the cache; failures are never stored.
+    """
+
+    __slots__ = ("_entries", "_keys", "_size", "_ttl")
+
+    def __init__(self, size: int, ttl: float) -> None:
+        self._entries: OrderedDict[bytes, tuple[Identity, float, float]] = OrderedDict()
+        self._keys: KeySet | None = None  # the ``keys`` the cached entries were checked with
+        self._size = size if ttl > 0 else 0
+        self._ttl = ttl
+
+    def get(self, raw: bytes, now: float, keys: KeySet | None) -> Identity | None:
+        """The identity cached for ``raw`` and still valid at ``now`` under ``keys``, or None."""
+        entries = self._entries
+        if keys is not self._keys:
+            entries.clear()  # other keys may not verify what the old ones did
+            self._keys = keys
+        hit = entries.get(raw)
+        if hit is not None:
+            if hit[1] <= now < hit[2]:
+                entries.move_to_end(raw)
+                return hit[0]
+            del entries[raw]
+        return None
+
+    def put(self, raw: bytes, identity: Identity, now: float, leeway: float) -> None:
+        """Remember ``identity``, verified from ``raw`` at ``now``; evict the least recent."""
+        if not self._size:
+            return
+        exp = identity.expires_at
+        until = now + self._ttl
+        if exp is not None:
+            until = min(until, exp + leeway)
+        entries = self._entries
+        entries[raw] = (identity, now, until)
+        if len(entries) > self._size:
+            entries.popitem(last=False)
+
+
+__all__ = ["TokenCache"]
