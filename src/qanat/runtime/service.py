@@ -42,14 +42,17 @@ from qanat.observability.logging import configure_logging
 from qanat.observability.metrics import ServiceMetrics
 from qanat.observability.probes import HealthReporter, platform_routes, readiness_reasons
 from qanat.observability.tracing import setup_tracing
-from qanat.policy import Policies, load_policies
+from qanat.policy import Policies
 from qanat.ports import ConfigStore, Instance, Registry
 from qanat.runner.env import InstanceEnv
+from qanat.runtime._service_support import LazyConfigStore as _LazyConfigStore
+from qanat.runtime._service_support import check_bindable, instance_for, policies_of
+from qanat.runtime._service_support import quietly as _quietly
+from qanat.runtime._service_support import resolve_name as _resolve_name
 from qanat.runtime.client import ServiceClient, settings_from_policy
 from qanat.runtime.discovery import DiscoveryCache
 from qanat.runtime.middleware import QanatMiddleware
 from qanat.runtime.typed_config import BoundConfig
-from qanat.topology import load_topology
 
 log = logging.getLogger("qanat.service")
 M = TypeVar("M", bound=BaseModel)
@@ -170,15 +173,8 @@ class Service:
     async def _go_live(self) -> None:
         """After the app's startup: register (when run by qanat) and turn ready."""
         if self.env is not None and self.registry is not None:
-            self.instance = Instance(
-                id=self.env.instance_id,
-                service=self.name,
-                address=self.env.host,
-                port=self.env.port,
-                tags=self.tags,
-                metadata=self.metadata,
-                version=self.version,
-            )
+            self.instance = instance_for(self.env, self.name, self.tags, self.metadata,
+                                         self.version)
             await self.registry.register(self.instance, ttl=self.env.ttl)
             # Ready before the first health report, so that report says "passing".
             self.started = True
@@ -276,17 +272,7 @@ class Service:
         validates when the service starts (an invalid one fails the startup
         with ``ConfigError``) and stops with it. Read ``bound.current``.
         """
-        if self.config_url is None:
-            raise ConfigError(
-                "no config store to bind to: run the service with 'qanat up' "
-                "(QANAT_CONFIG) or pass Service(..., config_url='sqlite:///.qanat/control.db')",
-                source=f"service.config({prefix!r})",
-            )
-        if self.started:
-            raise ConfigError(
-                "bind configuration before the service starts (at import time)",
-                source=f"service.config({prefix!r})",
-            )
+        check_bindable(self.config_url, self.started, prefix)
         store = cast(ConfigStore, self._store)
         bound = BoundConfig(store, prefix, model, instance_id=self.instance_id, tags=self.tags)
         self._configs.append(bound)
@@ -294,8 +280,7 @@ class Service:
 
     def _policies(self) -> Policies:
         if self._policy_cache is None:
-            path = self.env.topology if self.env else ""
-            self._policy_cache = load_policies(load_topology(path).policies if path else {})
+            self._policy_cache = policies_of(self.env)
         return self._policy_cache
 
     # -- probes ----------------------------------------------------------------
@@ -310,48 +295,6 @@ class Service:
             dependencies=self.depends_on,
             instances=self.discovery.instances if self.discovery is not None else None,
         )
-
-
-def _resolve_name(name: str | None, env: InstanceEnv | None) -> str:
-    resolved = name or (env.service if env else None)
-    if not resolved:
-        raise ConfigError(
-            "a Service needs a name: Service(app, 'users'), or run it with 'qanat up'",
-            source="qanat.Service",
-        )
-    if env is not None and name is not None and env.service != name:
-        raise ConfigError(
-            f"this app says it is {name!r} but qanat.yaml runs it as {env.service!r}; "
-            "make the two names match",
-            source="qanat.Service",
-        )
-    return resolved
-
-
-async def _quietly(callback: Callable[[], Any]) -> None:
-    """Run a shutdown step; a failure is logged and does not stop the next steps."""
-    try:
-        result = callback()
-        if asyncio.iscoroutine(result):
-            await result
-    except Exception:
-        log.exception("shutdown step %r failed", callback)
-
-
-class _LazyConfigStore:
-    """Forwards to the config store opened when the service starts.
-
-    ``service.config()`` runs at import time, before there is a loop to open
-    the store in; the ``BoundConfig`` it returns holds this forwarder.
-    """
-
-    def __init__(self) -> None:
-        self.store: ConfigStore | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        if self.store is None:
-            raise RuntimeError(f"the config store opens when the service starts (.{name})")
-        return getattr(self.store, name)
 
 
 def running_services() -> list[Service]:
