@@ -23,7 +23,7 @@ from typing import Any
 import aetcd
 from aetcd import rpc
 
-from qanat.backends._etcd_util import EtcdSettings
+from qanat.backends._etcd_util import EtcdSettings, parse_etcd_url
 from qanat.errors import BackendError, BackendUnreachable, WatchCompacted
 
 _UNREACHABLE = {rpc.StatusCode.UNAVAILABLE, rpc.StatusCode.DEADLINE_EXCEEDED}
@@ -237,3 +237,17 @@ def _check(conn: EtcdConnection, response: Any, start_revision: int) -> None:
 
 
 __all__ = ["ConnectionClosed", "EtcdConnection", "WatchCompacted", "watch_batches"]
+
+
+async def connect(url: str) -> EtcdConnection:
+    """A connection to ``etcd://host:port[,host:port...][?prefix=/ns]``, probed once.
+
+    Raises ``BackendUnreachable`` (and closes what it opened) when etcd does not answer.
+    """
+    conn = EtcdConnection(parse_etcd_url(url))
+    try:
+        await conn.probe()
+    except BaseException:
+        await conn.close()
+        raise
+    return conn

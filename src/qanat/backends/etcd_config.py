@@ -30,13 +30,12 @@ from qanat.backends._common import (
     check_revision,
     check_value,
 )
-from qanat.backends._etcd import ConnectionClosed, EtcdConnection, watch_batches
+from qanat.backends._etcd import ConnectionClosed, EtcdConnection, connect, watch_batches
 from qanat.backends._etcd_util import (
     Backoff,
     compare_mod,
     compare_version,
     delete_op,
-    parse_etcd_url,
     prefix_end,
     put_op,
 )
@@ -59,13 +58,7 @@ class EtcdConfigStore:
     @classmethod
     async def open(cls, url: str) -> Self:
         """Open ``etcd://host:port[,host:port...][?prefix=/ns]``; ``BackendUnreachable`` if down."""
-        conn = EtcdConnection(parse_etcd_url(url))
-        try:
-            await conn.probe()
-        except BaseException:
-            await conn.close()
-            raise
-        return cls(conn)
+        return cls(await connect(url))
 
     def _check_open(self) -> None:
         if self._closed:

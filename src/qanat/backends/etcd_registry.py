@@ -28,13 +28,12 @@ from qanat.backends._common import (
     output_from_json,
 )
 from qanat.backends._common import instance_to_json as _to_json
-from qanat.backends._etcd import EtcdConnection
+from qanat.backends._etcd import EtcdConnection, connect
 from qanat.backends._etcd_registry_watch import list_service, watch_service
 from qanat.backends._etcd_util import (
     Backoff,
     cancel_task,
     compare_mod,
-    parse_etcd_url,
     prefix_end,
     put_op,
 )
@@ -68,13 +67,7 @@ class EtcdRegistry:
     @classmethod
     async def open(cls, url: str) -> Self:
         """Open ``etcd://host:port[,host:port...][?prefix=/ns]``; ``BackendUnreachable`` if down."""
-        conn = EtcdConnection(parse_etcd_url(url))
-        try:
-            await conn.probe()
-        except BaseException:
-            await conn.close()
-            raise
-        return cls(conn)
+        return cls(await connect(url))
 
     def _key(self, service: str, instance_id: str) -> bytes:
         return f"{self._root}{service}/{instance_id}".encode()
