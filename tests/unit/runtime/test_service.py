@@ -316,20 +316,6 @@ async def test_a_ready_instance_reports_passing_health(tmp_path: Path) -> None:
         await observer.close()
 
 
-async def test_the_first_health_report_after_startup_is_passing(tmp_path: Path) -> None:
-    """Right after startup the registry already shows the instance as passing, not warning."""
-    url = memory_url()
-    app = FastAPI()
-    env = instance_env(url, tmp_path, ttl=30.0)  # the next report is 10 s away
-    make_service(app, env=env, json_logs=False)
-    observer = await open_registry(url)
-    try:
-        async with running(app):
-            assert await health_of(observer, "users") == [("users-0", Health.PASSING)]
-    finally:
-        await observer.close()
-
-
 # -- names and configuration ---------------------------------------------------------------
 
 
