@@ -4,7 +4,8 @@ It names the services (an ASGI app each, replicas, its own database URL,
 environment), the gateway and its routes, named resilience policies bound to
 targets (in the manner of Dapr's resiliency spec), and the backends, each a
 URL. It is validated on load; an error names the file, the line, what is
-wrong and what is allowed.
+wrong and what is allowed. A file may extend another and change only what
+differs (``extends: qanat.yaml``; see ``qanat.topology_extends``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from qanat import _yaml
 from qanat.core.duration import parse_duration
 from qanat.errors import ConfigError
+from qanat.topology_extends import DEFAULT_FILE, load_layered
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -98,6 +100,8 @@ class Topology(_Strict):
 
     # Where the file was loaded from; relative paths resolve against its directory.
     root: Path = Field(default=Path("."), exclude=True)
+    # The file loaded (an overlay, not the file it extends); None when built in code.
+    path: Path | None = Field(default=None, exclude=True)
 
     @field_validator("name")
     @classmethod
@@ -146,18 +150,18 @@ class Topology(_Strict):
 
 
 def load_topology(path: str | Path) -> Topology:
-    """Load and validate a topology file (a directory means its ``qanat.yaml``)."""
+    """Load and validate a topology file (a directory means its ``qanat.yaml``).
+
+    A file with ``extends:`` is merged over the file it names first; ``root``
+    is the directory of the file given here, not of the one it extends.
+    """
     p = Path(path)
     if p.is_dir():
-        p = p / "qanat.yaml"
-    doc = _yaml.load(p)
-    if not isinstance(doc.data, dict):
-        raise ConfigError(
-            "the topology must be a mapping with 'name' and 'services'", source=str(p)
-        )
+        p = p / DEFAULT_FILE
+    doc = load_layered(p)
     topo = _yaml.validate(Topology, doc)
     _validate_routes(doc, topo)
-    return topo.model_copy(update={"root": p.parent.resolve()})
+    return topo.model_copy(update={"root": p.parent.resolve(), "path": p.resolve()})
 
 
 def _validate_routes(doc: _yaml.LocatedDocument, topo: Topology) -> None:
