@@ -20,6 +20,7 @@ from qanat.gateway.headers import request_id_for
 from qanat.gateway.problem import problem
 from qanat.gateway.request import App, Request
 from qanat.gateway.writer import write_reply
+from qanat.http.coalesce import for_loop
 
 if TYPE_CHECKING:
     from qanat.gateway.server import HttpServer
@@ -54,6 +55,7 @@ class HttpProtocol(asyncio.Protocol):
         self._current: Request | None = None  # the request whose body is being parsed
         self._queue: deque[Request | RequestRejected] = deque()
         self._loop = asyncio.get_running_loop()
+        self._out = for_loop(self._loop)  # whole replies go out at the end of the loop turn
         self._task: asyncio.Task[None] | None = None  # serves this connection's requests
         self._next: asyncio.Future[None] | None = None  # the task waits here between requests
         self._busy = False  # a request is being answered
@@ -260,7 +262,18 @@ class HttpProtocol(asyncio.Protocol):
 
     def _send_continue(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(_CONTINUE)
+            self.write(_CONTINUE)
+
+    def send(self, data: bytes) -> None:
+        """Send a whole reply at the end of this loop turn (see ``http/coalesce.py``)."""
+        if self._transport is not None:
+            self._out.defer(self._transport, data)
+
+    def write(self, data: bytes) -> None:
+        """Write now, after anything deferred (stream chunks, interim answers)."""
+        if self._transport is not None:
+            self._out.flush()
+            self._transport.write(data)
 
     def close_if_idle(self) -> None:
         if not self._busy and not self._in_head:
@@ -269,6 +282,7 @@ class HttpProtocol(asyncio.Protocol):
     def close(self) -> None:
         self._closing = True
         if self._transport is not None:
+            self._out.flush()  # a deferred reply still goes out before the FIN
             self._transport.close()
 
     def linger(self) -> None:
@@ -283,6 +297,7 @@ class HttpProtocol(asyncio.Protocol):
         t = self._transport
         if t is None or t.is_closing():
             return
+        self._out.flush()
         if not t.can_write_eof():
             t.close()
             return
@@ -293,6 +308,7 @@ class HttpProtocol(asyncio.Protocol):
     def abort(self) -> None:
         self._closing = True
         if self._transport is not None:
+            self._out.flush()  # a reply deferred before a failed stream still goes out
             self._transport.abort()
 
     # -- answering ---------------------------------------------------------------

@@ -79,7 +79,7 @@ async def write_reply(conn: HttpProtocol, req: Request | None, reply: Reply, *, 
     if stream is None:
         if reply.body is not None and not bodiless:
             parts.append(reply.body)
-        transport.write(b"".join(parts))
+        conn.send(b"".join(parts))  # a whole reply: at the end of the loop turn
         if reply.release is not None:
             await _release(reply)
         elif reply.done is not None:
@@ -103,7 +103,7 @@ async def _write_stream(
         _frame(parts, chunk, chunked)
     if ended and chunked:
         parts.append(_LAST_CHUNK)
-    transport.write(b"".join(parts))
+    conn.write(b"".join(parts))  # now, after anything deferred: a stream needs back-pressure
     if ended:
         return keep
     if pending is not None:

@@ -18,6 +18,7 @@ from typing import cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
+from qanat.http.coalesce import for_loop
 from qanat.http.deadlines import DeadlineWheel
 from qanat.http.errors import (
     UpstreamError,
@@ -47,6 +48,7 @@ class Connection(asyncio.Protocol):
         "_high_water",
         "_loop",
         "_max_head",
+        "_out",
         "_parser",
         "_reason",
         "_response",
@@ -79,6 +81,7 @@ class Connection(asyncio.Protocol):
     ) -> None:
         self.key = key
         self._loop = loop
+        self._out = for_loop(loop)  # the request itself goes out at the end of the loop turn
         self._done = on_done
         self._wheel = wheel
         self._max_head = max_head
@@ -126,12 +129,29 @@ class Connection(asyncio.Protocol):
             self._slot = self._wheel.add(self, deadline)
         return head
 
-    def write(self, data: bytes | list[bytes]) -> None:
-        """Send bytes of the current request (a list is written without joining)."""
+    def send(self, data: bytes | list[bytes]) -> None:
+        """Send the request's head (with its body when it is small): a whole message.
+
+        Bytes go out at the end of the loop turn with the turn's other messages
+        (``coalesce.py``); a list (a head and a large body) is written at once.
+        """
         transport = self.transport
         if transport is None or self.closed or transport.is_closing():
             raise self._reset("the connection closed before the request was written")
         self.request_sent = True
+        if isinstance(data, list):
+            self._out.flush()
+            transport.writelines(data)
+        else:
+            self._out.defer(transport, data)
+
+    def write(self, data: bytes | list[bytes]) -> None:
+        """Send bytes of the current request now (a list is written without joining)."""
+        transport = self.transport
+        if transport is None or self.closed or transport.is_closing():
+            raise self._reset("the connection closed before the request was written")
+        self.request_sent = True
+        self._out.flush()  # after anything deferred (the head)
         if isinstance(data, list):
             transport.writelines(data)
         else:
@@ -160,6 +180,7 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         """Close without reuse and hand the slot back (idempotent)."""
         if self.transport is not None:
+            self._out.flush()  # a deferred request still goes out before the close
             self.transport.close()
         self._lost(None)
 

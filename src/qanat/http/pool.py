@@ -155,7 +155,7 @@ class HttpPool:
             self._reused += 1
         head = conn.begin(head_only, deadline)
         try:
-            conn.write(data)
+            conn.send(data)
             if stream is not None:
                 await send_stream(conn, stream, framing, length)
             return await head

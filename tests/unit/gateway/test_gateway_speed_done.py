@@ -41,6 +41,12 @@ class Conn:
     async def drain(self) -> None:
         return None
 
+    def send(self, data: bytes) -> None:  # HttpProtocol defers it to the end of the turn
+        self.transport.write(data)
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
 
 def _req() -> Request:
     head = Head(b"h", None, False, False, ())
