@@ -17,10 +17,11 @@ One call goes through, in order (see ``docs/client.md``):
    (a CLIENT span per attempt, child of the current span), bounded by the
    per-try timeout until the head and by the deadline for the body;
 6. the outcome settles the breaker, the outlier detector and the balancer
-   exactly once; then, if the attempt failed in a way that is safe and worth
-   retrying (``client_request.retry_delay``), the client waits a jittered
-   backoff (or ``Retry-After``) within the retry budget and the deadline, and
-   goes back to 3.
+   exactly once (5 and 6 are ``client_attempt.Attempts``); then, if the
+   attempt failed in a way that is safe and worth retrying
+   (``client_request.retry_delay``), the client waits a jittered backoff (or
+   ``Retry-After``) within the retry budget and the deadline, and goes back
+   to 3.
 
 Retries are safe only when the request cannot take effect twice: idempotent
 methods, writes carrying an idempotency key, and requests the upstream never
@@ -36,21 +37,19 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from qanat.core.balance import Balancer
 from qanat.core.retry import RetryBudget
 from qanat.errors import ConfigError, DeadlineExceeded, NoEndpoints, Unavailable
-from qanat.http import HttpPool, UpstreamError, UpstreamTimeout
+from qanat.http import HttpPool, UpstreamError
 from qanat.observability import context
 from qanat.ports import Instance
-from qanat.runtime.client_endpoints import Choice, TargetEndpoints, host_header
-from qanat.runtime.client_request import Prepared, failure_verdict, prepare, retry_delay
+from qanat.runtime.client_attempt import Attempts
+from qanat.runtime.client_endpoints import Choice, TargetEndpoints
+from qanat.runtime.client_request import Prepared, prepare, retry_delay
 from qanat.runtime.client_response import ClientResponse
 from qanat.runtime.client_settings import DEFAULT_TIMEOUT, ClientSettings, settings_from_policy
 from qanat.runtime.discovery import DiscoveryCache
-
-_BUDGET = context.BUDGET_HEADER.encode()
 
 
 class ServiceClient:
@@ -80,20 +79,31 @@ class ServiceClient:
             raise ConfigError("a client needs a target service name", source="ServiceClient")
         self.target = target
         self.discovery = discovery
-        self.pool = pool
         self.settings = s = settings or ClientSettings()
         self.budget = budget or s.budget or RetryBudget()
         self._clock, self._sleep, self._rng = clock, sleep, rng
         self._endpoints = TargetEndpoints(target, s, clock)
-        self._tracer = tracer or trace.get_tracer("qanat.client")
-        self._span_names: dict[bytes, str] = {}
+        tracer = tracer or trace.get_tracer("qanat.client")
+        self._attempts = Attempts(target, self._endpoints, tracer, clock, s.per_try_timeout,
+                                  s.max_body)
+        self._attempts.pool = pool
         # Hot-path copies of settings; a response below _final_below is never retried.
-        self._timeout, self._per_try, self._max_body = s.timeout, s.per_try_timeout, s.max_body
+        self._timeout = s.timeout
         self._final_below = min((409, *s.retry.retriable_status_codes))
 
     def bind(self, discovery: DiscoveryCache, pool: HttpPool) -> None:
         """Attach discovery and transport (``qanat.Service`` does this when it starts)."""
-        self.discovery, self.pool = discovery, pool
+        self.discovery = discovery
+        self._attempts.pool = pool
+
+    @property
+    def pool(self) -> HttpPool | None:
+        """The transport the client sends through (``None`` until bound)."""
+        return self._attempts.pool
+
+    @pool.setter
+    def pool(self, pool: HttpPool | None) -> None:
+        self._attempts.pool = pool
 
     @property
     def balancer(self) -> Balancer[Instance]:
@@ -106,7 +116,7 @@ class ServiceClient:
 
     def _choose(self, key: str | None, tried: Sequence[str], now: float) -> Choice:
         discovery = self.discovery
-        if discovery is None or self.pool is None:
+        if discovery is None or self._attempts.pool is None:
             raise NoEndpoints(
                 f"{self.target}: the client is not started; call it once the service's app "
                 "has started (qanat.Service binds it), or call client.bind(discovery, pool)"
@@ -115,12 +125,6 @@ class ServiceClient:
             discovery.instances(self.target), key, tried, now,
             lambda: discovery.status(self.target).state,
         )
-
-    def _span_name(self, verb: bytes) -> str:
-        name = self._span_names.get(verb)
-        if name is None:
-            name = self._span_names[verb] = f"{verb.decode()} {self.target}"
-        return name
 
     # -- calls -------------------------------------------------------------------------
 
@@ -164,7 +168,7 @@ class ServiceClient:
             choice = self._choose(key, (), start)
             outcome: ClientResponse | UpstreamError
             try:
-                response = await self._send(choice, prepared, deadline, 1)
+                response = await self._attempts.send(choice, prepared, deadline, 1)
                 if response.status < self._final_below:  # 2xx, 3xx: never retried
                     return response
                 outcome = response
@@ -211,7 +215,7 @@ class ServiceClient:
                     break  # nowhere left to retry: the last attempt's outcome stands
                 tried.append(choice[0].id)
                 try:
-                    outcome = await self._send(choice, prepared, deadline, len(tried))
+                    outcome = await self._attempts.send(choice, prepared, deadline, len(tried))
                 except UpstreamError as exc:
                     outcome = exc
                 budget.retry_finished()
@@ -222,60 +226,6 @@ class ServiceClient:
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
-
-    async def _send(
-        self, choice: Choice, prepared: Prepared, deadline: float, attempt: int
-    ) -> ClientResponse:
-        """One attempt; settles breaker, outlier detector, balancer and span exactly once."""
-        instance = choice[0]
-        clock = self._clock
-        began = clock()
-        span = self._tracer.start_span(self._span_name(prepared.verb), kind=SpanKind.CLIENT)
-        verdict: bool | None = None  # breaker: success, failure, or excluded
-        observed: Any = None  # outlier: a status or a CallError, None records nothing
-        neutral = False  # balancer: close the pick without feedback
-        status: int | None = None
-        try:
-            left = deadline - began
-            per_try = self._per_try
-            headers = [
-                self._endpoints.hosts.get(instance.id) or host_header(instance),
-                *prepared.headers,
-                (_BUDGET, b"%d" % max(0, int(left * 1000))),  # rounded down: never more than left
-            ]
-            trace_context = span.get_span_context()
-            if trace_context.is_valid:
-                headers.append((b"traceparent", b"00-%032x-%016x-%02x" % (
-                    trace_context.trace_id, trace_context.span_id, trace_context.trace_flags)))
-                if trace_context.trace_state:
-                    headers.append((b"tracestate", trace_context.trace_state.to_header().encode()))
-            assert self.pool is not None  # checked by _choose
-            response = await self.pool.request(
-                prepared.verb, instance.address, instance.port, prepared.target, headers,
-                prepared.body, timeout=left if per_try is None or per_try > left else per_try,
-            )
-            status = response.status
-            if response.complete:  # the whole body came with the head: no timer needed
-                content = await response.read(self._max_body)
-            else:
-                try:
-                    async with asyncio.timeout(max(0.0, deadline - clock())):
-                        content = await response.read(self._max_body)
-                except TimeoutError:
-                    raise UpstreamTimeout(
-                        f"{self.target}/{instance.id}: the response body did not arrive "
-                        "before the deadline", request_sent=True, response_started=True,
-                    ) from None
-            verdict, observed = status < 500, status
-            return ClientResponse(status, tuple(response.headers), content, instance.id, attempt)
-        except UpstreamError as exc:
-            verdict, observed = failure_verdict(exc, status)
-            neutral = verdict is None
-            raise
-        finally:
-            end = clock()
-            self._endpoints.settle(choice, verdict, observed, neutral, end - began, end)
-            _finish_span(span, instance, status, verdict, attempt)
 
     async def get(self, path: str, **kw: Any) -> ClientResponse:
         """``request("GET", path, ...)``."""
@@ -312,22 +262,6 @@ def _check_timeout(timeout: float) -> float:
             f"timeout must be seconds > 0, got {timeout!r}", source="ServiceClient.request"
         )
     return float(timeout)
-
-
-def _finish_span(
-    span: trace.Span, instance: Instance, status: int | None, ok: bool | None, attempt: int
-) -> None:
-    if span.is_recording():
-        span.set_attribute("server.address", instance.address)
-        span.set_attribute("server.port", instance.port)
-        span.set_attribute("qanat.instance", instance.id)
-        if attempt > 1:
-            span.set_attribute("http.request.resend_count", attempt - 1)
-        if status is not None:
-            span.set_attribute("http.response.status_code", status)
-        if status is None or status >= 500 or ok is False:
-            span.set_status(Status(StatusCode.ERROR))
-    span.end()
 
 
 __all__ = [
