@@ -40,7 +40,8 @@ class RetrySpec(_Spec):
     )
     status_codes: str = Field(default="", alias="statusCodes")  # "429,500-503"
     budget_percent: float = Field(default=20.0, gt=0, le=100, alias="budgetPercent")
-    budget_min_concurrency: int = Field(default=3, ge=0, alias="budgetMinConcurrency")
+    # None: the budget's floor scales, max(3, calls in flight / instances) (RetryBudget)
+    budget_min_concurrency: int | None = Field(default=None, ge=0, alias="budgetMinConcurrency")
 
     @field_validator("retry_on")
     @classmethod

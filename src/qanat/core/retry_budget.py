@@ -3,7 +3,8 @@
 Pure: counters and an injected clock, no sleeping, no I/O.
 
 - ``RetryBudget``: Envoy's ``retry_budget`` — retries in flight at most
-  ``max(min_retry_concurrency, percent % of active requests)``.
+  ``max(min_retry_concurrency, percent % of active requests)``, with a
+  floor that by default scales with the calls per instance.
 - ``RatioRetryBudget``: Finagle's ``RetryBudget`` — each request deposits
   ``percent`` % of a retry, each retry withdraws one, deposits expire after
   ``ttl``, plus a floor of ``min_retries_per_sec``.
@@ -27,27 +28,62 @@ class BudgetStats:
     refused: int
 
 
+ENVOY_MIN_RETRY_CONCURRENCY = 3
+"""Envoy's ``min_retry_concurrency`` default, and the least the scaling floor allows."""
+
+
 class RetryBudget:
-    """Envoy's retry budget: retries in flight <= max(min_retry_concurrency, percent % of active).
+    """Envoy's retry budget: retries in flight <= max(floor, percent % of active requests).
 
     Call ``request_started``/``request_finished`` around each logical call and
     ``try_retry``/``retry_finished`` around each retry. A refused retry is
     counted in ``stats().refused`` (Envoy's ``upstream_rq_retry_overflow``).
-    Defaults are Envoy's: 20 % and 3.
+    ``percent`` defaults to Envoy's 20.
+
+    The floor is ``min_retry_concurrency`` when it is given (Envoy's default
+    is a fixed 3). Left out (``None``), it scales with the calls and with the
+    instances they are spread over: ``max(3, ceil(active / hosts))``, where
+    ``hosts`` is what the caller passes to ``try_retry``. That is the share of
+    the calls in flight that one instance carries, so when one of several
+    instances dies every call it held may retry on the others at once, while
+    a failure of the whole service is still held to that share (with 2
+    instances, half the calls; with 10, the 20 % dominates). With one host
+    (or none given) there is nowhere else to retry and the floor stays 3.
+    A fixed floor of 3 refuses the 4th simultaneous retry when an instance
+    with more calls on it dies; Envoy Gateway answers that with a 100 %
+    budget by default and Istio with no retry limit at all.
+    Retrying calls stay counted as active (unlike Envoy's upstream-request
+    count), so the floor does not shrink as calls turn into retries.
     """
 
     __slots__ = ("_active", "_min", "_ratio", "_refused", "_retries")
 
-    def __init__(self, percent: float = 20.0, min_retry_concurrency: int = 3) -> None:
-        if not (0 <= percent <= 100 and min_retry_concurrency >= 0):
+    def __init__(self, percent: float = 20.0, min_retry_concurrency: int | None = None) -> None:
+        floor = min_retry_concurrency
+        if not (0 <= percent <= 100) or not (
+            floor is None or (isinstance(floor, int) and not isinstance(floor, bool) and floor >= 0)
+        ):
             raise ConfigError(
-                "need 0 <= percent <= 100 and min_retry_concurrency >= 0, "
-                f"got {percent!r} and {min_retry_concurrency!r}",
+                "need 0 <= percent <= 100 and min_retry_concurrency >= 0 (or None: a floor "
+                f"that scales with the calls per instance), got {percent!r} and {floor!r}",
                 source="RetryBudget",
             )
         self._ratio = percent / 100.0
-        self._min = min_retry_concurrency
+        self._min = floor
         self._active = self._retries = self._refused = 0
+
+    @property
+    def min_retry_concurrency(self) -> int | None:
+        """The fixed floor, or None when the floor scales (see the class docstring)."""
+        return self._min
+
+    def floor(self, hosts: int = 1) -> int:
+        """Retries in flight always allowed now, with calls spread over ``hosts`` instances."""
+        if self._min is not None:
+            return self._min
+        if hosts < 2:
+            return ENVOY_MIN_RETRY_CONCURRENCY
+        return max(ENVOY_MIN_RETRY_CONCURRENCY, -(-self._active // hosts))
 
     def request_started(self) -> None:
         """A logical call (first attempt and its retries) began."""
@@ -57,9 +93,13 @@ class RetryBudget:
         """A logical call ended, successfully or not."""
         self._active -= 1
 
-    def try_retry(self) -> bool:
-        """Reserve a retry; False (and a counted refusal) when the budget is spent."""
-        if self._retries + 1 <= max(self._min, self._ratio * self._active):
+    def try_retry(self, hosts: int = 1) -> bool:
+        """Reserve a retry; False (and a counted refusal) when the budget is spent.
+
+        ``hosts``: the instances of the target the calls are spread over (the
+        scaling floor's divisor; ignored with a fixed ``min_retry_concurrency``).
+        """
+        if self._retries + 1 <= max(self.floor(hosts), self._ratio * self._active):
             self._retries += 1
             return True
         self._refused += 1
@@ -152,4 +192,4 @@ class RatioRetryBudget:
         return BudgetStats(sum(self._deposits), sum(self._withdrawals), self._refused)
 
 
-__all__ = ["BudgetStats", "RatioRetryBudget", "RetryBudget"]
+__all__ = ["ENVOY_MIN_RETRY_CONCURRENCY", "BudgetStats", "RatioRetryBudget", "RetryBudget"]

@@ -199,7 +199,7 @@ class ServiceClient:
                 )
                 if delay is None or clock() + delay >= deadline:
                     break
-                if not budget.try_retry():
+                if not budget.try_retry(len(self._endpoints.snapshot or ())):
                     if isinstance(outcome, BaseException):
                         outcome.add_note(f"qanat: retry refused, {self.target} retry budget spent")
                     break

@@ -27,7 +27,8 @@ class ClientSettings:
     outlier detection; the peak-EWMA power-of-two-choices balancer; response
     bodies up to 16 MiB. ``budget`` is a retry budget shared by every client
     given these settings (a policy's budget); ``None`` gives each client its
-    own ``RetryBudget()`` (Envoy's 20 %, at least 3 concurrent retries).
+    own ``RetryBudget()`` (Envoy's 20 %, with a floor of max(3, calls in
+    flight / instances known), so every call on a lost instance may retry).
     """
 
     timeout: float = DEFAULT_TIMEOUT  # whole call, retries and backoff included
