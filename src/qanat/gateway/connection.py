@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NoReturn, cast
 import httptools
 
 from qanat.gateway.body import RequestBody
+from qanat.gateway.filters import Reply
 from qanat.gateway.hardening import RequestRejected, check_head, parse_error
 from qanat.gateway.headers import request_id_for
 from qanat.gateway.problem import problem
@@ -333,11 +334,31 @@ class HttpProtocol(asyncio.Protocol):
 
         One task per connection, not one per request: between keep-alive
         requests it waits on a future, which costs less than a new task
-        (no coroutine, no registration in asyncio's task set).
+        (no coroutine, no registration in asyncio's task set). Each request
+        is answered inline here, not in a coroutine of its own.
         """
         try:
             while True:
-                if not await self._drain_queue() or self._closing:
+                queue = self._queue
+                while queue:
+                    item = queue.popleft()
+                    if self._pipe_paused and len(queue) <= self._limits.max_pipelined // 2:
+                        self._pipe_paused = False
+                        self._set_reading()
+                    if isinstance(item, RequestRejected):
+                        await self._refuse(item)
+                        return
+                    try:
+                        reply = await self._srv.app(item)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # a bug in a filter must not kill the connection
+                        reply = problem(500, f"internal error: {type(exc).__name__}",
+                                        request_id_for(item.headers), close=True)
+                    if not await write_reply(self, item, reply, keep=self._keep(item, reply)):
+                        self._end(item)
+                        return
+                if self._closing:
                     return
                 self._busy = False
                 if not self._in_head:
@@ -348,46 +369,32 @@ class HttpProtocol(asyncio.Protocol):
             self._task = None
             self._busy = False
 
-    async def _drain_queue(self) -> bool:
-        """Answer everything queued; False once the connection is to be closed."""
-        while self._queue:
-            item = self._queue.popleft()
-            if self._pipe_paused and len(self._queue) <= self._limits.max_pipelined // 2:
-                self._pipe_paused = False
-                self._set_reading()
-            if isinstance(item, RequestRejected):
-                reply = problem(item.status, item.detail, request_id_for(self._headers),
-                                close=True)
-                self._srv.rejected[item.status] = self._srv.rejected.get(item.status, 0) + 1
-                await write_reply(self, None, reply, keep=False)
-                self.linger()
-                return False
-            if not await self._serve(item):
-                body = item.body
-                unread = body is not None and (not body.done or body.error is not None)
-                if unread or self._queue or self._error is not None:
-                    self.linger()
-                else:
-                    self.close()
-                return False
-        return True
+    async def _refuse(self, item: RequestRejected) -> None:
+        """Answer a request refused while parsing, then close after it."""
+        reply = problem(item.status, item.detail, request_id_for(self._headers), close=True)
+        self._srv.rejected[item.status] = self._srv.rejected.get(item.status, 0) + 1
+        await write_reply(self, None, reply, keep=False)
+        self.linger()
 
-    async def _serve(self, req: Request) -> bool:
-        try:
-            reply = await self._srv.app(req)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug in a filter must not kill the connection silently
-            reply = problem(500, f"internal error: {type(exc).__name__}",
-                            request_id_for(req.headers), close=True)
+    def _keep(self, req: Request, reply: Reply) -> bool:
+        """Count the answer; whether the connection stays open after it."""
+        srv = self._srv
         body = req.body
-        keep = (req.keep_alive and not reply.close and not self._srv.draining
-                and not self._closing and (body is None or (body.done and body.error is None)))
-        self._srv.requests += 1
+        srv.requests += 1
         self.served += 1
         if reply.status >= 400 and reply.stream is None:
-            self._srv.rejected[reply.status] = self._srv.rejected.get(reply.status, 0) + 1
-        return await write_reply(self, req, reply, keep=keep)
+            srv.rejected[reply.status] = srv.rejected.get(reply.status, 0) + 1
+        return (req.keep_alive and not reply.close and not srv.draining and not self._closing
+                and (body is None or (body.done and body.error is None)))
+
+    def _end(self, req: Request) -> None:
+        """Close after the last answer: lingering when input may be left unread."""
+        body = req.body
+        unread = body is not None and (not body.done or body.error is not None)
+        if unread or self._queue or self._error is not None:
+            self.linger()
+        else:
+            self.close()
 
     @property
     def transport(self) -> asyncio.Transport | None:

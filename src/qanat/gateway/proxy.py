@@ -49,7 +49,7 @@ from qanat.gateway.replay import replayable
 from qanat.gateway.resilience import call_error, has_idempotency_key, retry_allowed
 from qanat.gateway.route_runtime import RouteRuntime, RouteState, snapshot
 from qanat.gateway.routing import Route
-from qanat.gateway.upstream import Pick, Refusal, Upstream
+from qanat.gateway.upstream import Refusal
 from qanat.http import HttpPool, PoolOverloaded, UpstreamError, UpstreamResponse, UpstreamTimeout
 
 _NO_BODY_STATUS = frozenset((204, 304))
@@ -79,11 +79,15 @@ class Proxy:
         self._sleep = sleep
         self._wall = wall
 
-    async def __call__(self, ex: Exchange) -> Reply:
+    def __call__(self, ex: Exchange) -> Awaitable[Reply]:
+        # Plain functions returning the coroutine that does the work: one
+        # coroutine per request instead of a chain of three.
         rt: RouteRuntime = ex.route
-        limit = rt.max_concurrent
-        if limit is None:
-            return await self._forward(ex, rt)
+        if rt.max_concurrent is None:
+            return self._forward(ex, rt)
+        return self._limited(ex, rt, rt.max_concurrent)
+
+    async def _limited(self, ex: Exchange, rt: RouteRuntime, limit: int) -> Reply:
         load = rt.load  # shared with the route's runtime in the next set (live reload)
         if load.in_flight >= limit:
             load.overflow += 1
@@ -109,7 +113,7 @@ class Proxy:
         reply.release = release
         return reply
 
-    async def _forward(self, ex: Exchange, rt: RouteRuntime) -> Reply:
+    def _forward(self, ex: Exchange, rt: RouteRuntime) -> Awaitable[Reply]:
         route = rt.route
         headers = forward_request_headers(
             ex.headers, ex.connection, host=route.host_rewrite or ex.authority, peer=ex.peer,
@@ -117,14 +121,18 @@ class Proxy:
             edit=route.request_edit,
         )
         policy = rt.retry
+        if policy is None:
+            return self._tries(ex, rt, headers, ex.body, None)
+        return self._retrying(ex, rt, headers, policy)
+
+    async def _retrying(self, ex: Exchange, rt: RouteRuntime, headers: HeaderList,
+                        policy: RetryPolicy) -> Reply:
         body = ex.body
-        if policy is not None and isinstance(body, RequestBody):
+        if isinstance(body, RequestBody):
             try:
                 body = await replayable(body, ex.headers, rt.max_buffered_body)
             except RequestRejected as exc:
                 return problem(exc.status, exc.detail, ex.request_id, close=True)
-        if policy is None:
-            return await self._tries(ex, rt, headers, body, None)
         rt.budget.request_started()
         try:
             return await self._tries(ex, rt, headers, body, policy)
@@ -134,7 +142,8 @@ class Proxy:
     async def _tries(self, ex: Exchange, rt: RouteRuntime, headers: HeaderList,
                      body: bytes | AsyncIterable[bytes] | None,
                      policy: RetryPolicy | None) -> Reply:
-        clock, upstream, name = self._clock, rt.upstream, rt.route.name
+        clock, upstream, name, pool = self._clock, rt.upstream, rt.route.name, self._pool
+        buffer = rt.buffer_response_bytes
         target_path = rt.route.rewrite(ex.path) + ex.query
         again = not isinstance(body, AsyncIterable)  # the body can be sent again
         keyed = (policy is not None and rt.idempotency_key
@@ -149,10 +158,33 @@ class Proxy:
                 choice = upstream.choose(ex.headers, tried, now, ex.peer)
                 if isinstance(choice, Refusal):
                     return _noted(_refusal(ex, choice, name))
-                tried.append(choice.target.id)
-                resp, exc = await self._try(upstream, choice, ex.method, target_path, headers,
-                                            body, min(rt.timeout, deadline - now),
-                                            rt.buffer_response_bytes)
+                target = choice.target
+                tried.append(target.id)
+                # One try, its pick settled exactly once however it ends. A response of
+                # at most ``buffer`` bytes (by Content-Length) counts as arrived only once
+                # its whole body has (nginx's proxy_buffering): a body cut by the upstream
+                # then fails this try before anything went to the client, and the retry
+                # rules apply to it as to any reset.
+                timeout = min(rt.timeout, deadline - now)
+                resp: UpstreamResponse | None = None
+                exc: Exception | None = None
+                try:
+                    resp = await pool.request(
+                        method=ex.method, host=target.host, port=target.port, target=target_path,
+                        headers=headers, body=body, timeout=timeout)
+                    if not resp.complete and buffer and bufferable(resp, ex.method, buffer):
+                        await wait_body(resp, timeout - (clock() - now))
+                except Exception as error:
+                    resp, exc = None, error
+                    end = clock()
+                    kind = call_error(error) if isinstance(error, UpstreamError) else None
+                    upstream.settle(choice, kind, end - now, end)
+                except BaseException:  # cancelled (client gone, shutdown): free the breaker slot
+                    upstream.settle(choice, None, 0.0, clock())
+                    raise
+                else:
+                    end = clock()
+                    upstream.settle(choice, resp.status, end - now, end)
                 if reserved:
                     rt.budget.retry_finished()
                     reserved = False
@@ -177,38 +209,6 @@ class Proxy:
         finally:
             if reserved:  # cancelled while waiting to retry
                 rt.budget.retry_finished()
-
-    async def _try(self, upstream: Upstream, choice: Pick, method: bytes, target: bytes,
-                   headers: HeaderList, body: bytes | AsyncIterable[bytes] | None,
-                   timeout: float, buffer: int
-                   ) -> tuple[UpstreamResponse | None, Exception | None]:
-        """One try; its pick is settled exactly once, however it ends.
-
-        A response of at most ``buffer`` bytes (by ``Content-Length``) counts as
-        arrived only once its whole body has (nginx's ``proxy_buffering``): a body
-        cut by the upstream then fails this try before anything went to the client,
-        and the retry rules apply to it as to any reset.
-        """
-        clock = self._clock
-        start = clock()
-        try:
-            resp = await self._pool.request(
-                method=method, host=choice.target.host, port=choice.target.port, target=target,
-                headers=headers, body=body, timeout=timeout,
-            )
-            if not resp.complete and buffer and bufferable(resp, method, buffer):
-                await wait_body(resp, timeout - (clock() - start))
-        except Exception as exc:
-            end = clock()
-            outcome = call_error(exc) if isinstance(exc, UpstreamError) else None
-            upstream.settle(choice, outcome, end - start, end)
-            return None, exc
-        except BaseException:  # cancelled (client gone, shutdown): free the breaker slot
-            upstream.settle(choice, None, 0.0, clock())
-            raise
-        end = clock()
-        upstream.settle(choice, resp.status, end - start, end)
-        return resp, None
 
     def _retry_after(self, resp: UpstreamResponse) -> float | None:
         """The response's ``Retry-After`` in seconds (RFC 9110 §10.2.3), or None."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import Sequence
 
 from qanat.errors import ConfigError
 from qanat.http.connection import Connection
@@ -127,43 +127,31 @@ class HttpPool:
         h = self._hosts.get(key) or self._add_host(key)
         data, stream, framing, length = encode_request(method, target, headers, body, host, port)
         head_only = method == b"HEAD"
-        try:
-            return await self._attempt(h, head_only, data, stream, framing, length, deadline, False)
-        except UpstreamReset as error:
-            replayable = stream is None or not error.request_sent
-            if not (self._retry_stale and replayable and retry_safe(error, method)):
-                raise
-            self._stale_retries += 1
-            return await self._attempt(h, head_only, data, stream, framing, length, deadline, True)
-
-    async def _attempt(
-        self,
-        h: _Host,
-        head_only: bool,
-        data: bytes | list[bytes],
-        stream: AsyncIterable[bytes] | None,
-        framing: int,
-        length: int | None,
-        deadline: float | None,
-        fresh: bool,
-    ) -> UpstreamResponse:
-        conn = None if fresh else self._take_idle(h)
-        if conn is None:
-            conn = await self._acquire(h, deadline)
-        self._requests += 1
-        if conn.uses:
-            self._reused += 1
-        head = conn.begin(head_only, deadline)
-        try:
-            conn.send(data)
-            if stream is not None:
-                await send_stream(conn, stream, framing, length)
-            return await head
-        except BaseException:
-            conn.abort()  # state unknown: never reuse; frees the slot
-            if head.done() and not head.cancelled():
-                head.exception()  # retrieved: the error raised here is the one that counts
-            raise
+        fresh = False
+        while True:  # at most twice: a reused connection the server had closed, then a new one
+            conn = None if fresh else self._take_idle(h)
+            if conn is None:
+                conn = await self._acquire(h, deadline)
+            self._requests += 1
+            if conn.uses:
+                self._reused += 1
+            head = conn.begin(head_only, deadline)
+            try:
+                conn.send(data)
+                if stream is not None:
+                    await send_stream(conn, stream, framing, length)
+                return await head
+            except BaseException as error:
+                conn.abort()  # state unknown: never reuse; frees the slot
+                if head.done() and not head.cancelled():
+                    head.exception()  # retrieved: the error raised here is the one that counts
+                if fresh or not isinstance(error, UpstreamReset):
+                    raise
+                replayable = stream is None or not error.request_sent
+                if not (self._retry_stale and replayable and retry_safe(error, method)):
+                    raise
+                self._stale_retries += 1
+                fresh = True
 
     def _take_idle(self, h: _Host) -> Connection | None:
         idle = h.idle
