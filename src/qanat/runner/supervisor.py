@@ -63,7 +63,7 @@ class Supervisor:
         self.notify = notify
         self.gateway_port = topology.gateway.port if gateway_port is None else gateway_port
         self._port_source = (
-            f"{topology.root / 'qanat.yaml'}: gateway.port" if gateway_port is None else "--port"
+            f"{topology.path or topology.root / 'qanat.yaml'}: gateway.port" if gateway_port is None else "--port"
         )
         self._groups: dict[str, list[Supervised]] = {}
         self._draining: set[str] = set()  # names of instances stopping after a scale-down
@@ -88,7 +88,7 @@ class Supervisor:
             ttl=spec.ttl,
             drain_timeout=spec.drain_timeout,
             state_dir=str(topo.state_path),
-            topology=str(topo.root / "qanat.yaml"),
+            topology=str(topo.path or topo.root / "qanat.yaml"),
         )
         argv = [
             python(), "-m", "qanat.runner.instance",
@@ -108,7 +108,7 @@ class Supervisor:
         topo = self.topology
         argv = [
             python(), "-m", "qanat.gateway",
-            "--topology", str(topo.root / "qanat.yaml"),
+            "--topology", str(topo.path or topo.root / "qanat.yaml"),
             "--host", topo.gateway.host, "--port", "{port}",
             # Explicit, so a --state-dir given to 'qanat up' reaches the gateway too.
             "--registry", topo.backend_url("registry"),

@@ -153,3 +153,14 @@ async def test_scale_rejects_an_unknown_service(tmp_path: Path) -> None:
     with pytest.raises(KeyError):
         await sup.scale("nope", 1)
     assert GATEWAY not in {p.group for p in sup.processes()}
+
+
+def test_an_override_file_is_what_the_gateway_and_instances_read(tmp_path: Path) -> None:
+    """``qanat up over.yaml`` (extends qanat.yaml): the processes get over.yaml, not the base."""
+    topology(tmp_path, "  a: {app: a.app:app}\n", ROUTES)
+    over = tmp_path / "over.yaml"
+    over.write_text("extends: qanat.yaml\ngateway: {port: 0}\n")
+    sup = Supervisor(load_topology(over), gateway_port=9999)
+    gateway = sup._gateway_spec()
+    assert gateway.argv[gateway.argv.index("--topology") + 1] == str(over)
+    assert sup._instance_spec("a", 0).env["QANAT_TOPOLOGY"] == str(over)
