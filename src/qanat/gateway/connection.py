@@ -20,7 +20,7 @@ from qanat.gateway.hardening import RequestRejected, check_head, parse_error
 from qanat.gateway.headers import request_id_for
 from qanat.gateway.problem import problem
 from qanat.gateway.request import App, Request
-from qanat.gateway.writer import write_reply
+from qanat.gateway.writer import write_reply, write_whole
 from qanat.http.coalesce import for_loop
 
 if TYPE_CHECKING:
@@ -355,7 +355,11 @@ class HttpProtocol(asyncio.Protocol):
                     except Exception as exc:  # a bug in a filter must not kill the connection
                         reply = problem(500, f"internal error: {type(exc).__name__}",
                                         request_id_for(item.headers), close=True)
-                    if not await write_reply(self, item, reply, keep=self._keep(item, reply)):
+                    keep = self._keep(item, reply)
+                    kept = write_whole(self, item, reply, keep=keep)
+                    if kept is None:
+                        kept = await write_reply(self, item, reply, keep=keep)
+                    if not kept:
                         self._end(item)
                         return
                 if self._closing:

@@ -40,6 +40,26 @@ def status_line(status: int, reason: bytes) -> bytes:
     return line
 
 
+def write_whole(conn: HttpProtocol, req: Request | None, reply: Reply, *, keep: bool
+                ) -> bool | None:
+    """``write_reply`` for a reply with no stream and no release, without a coroutine.
+
+    Most answers are such (a complete upstream body, a problem the gateway
+    made): the head and body are handed over at once. Returns whether the
+    connection stays open, or None when ``write_reply`` must do the work.
+    """
+    if reply.stream is not None or reply.release is not None:
+        return None
+    transport = conn.transport
+    if transport is None or transport.is_closing():
+        return None
+    parts, _, _, keep = _head(req, reply, keep)
+    conn.send(b"".join(parts))  # a whole reply: at the end of the loop turn
+    if reply.done is not None:
+        _finished(reply)
+    return keep
+
+
 async def write_reply(conn: HttpProtocol, req: Request | None, reply: Reply, *, keep: bool) -> bool:
     """Write ``reply`` on ``conn``; return whether the connection stays open.
 
@@ -51,6 +71,26 @@ async def write_reply(conn: HttpProtocol, req: Request | None, reply: Reply, *, 
     if transport is None or transport.is_closing():
         await _release(reply)
         return False
+    parts, stream, chunked, keep = _head(req, reply, keep)
+    if stream is None:
+        conn.send(b"".join(parts))  # a whole reply: at the end of the loop turn
+        if reply.release is not None:
+            await _release(reply)
+        elif reply.done is not None:
+            _finished(reply)  # a body reply: no coroutine to end it
+        return keep
+    try:
+        return await _write_stream(conn, transport, stream, parts, chunked, keep)
+    except Exception:
+        conn.abort()  # truncated: the client must not take it for a whole response
+        return False
+    finally:
+        await _release(reply)
+
+
+def _head(req: Request | None, reply: Reply, keep: bool
+          ) -> tuple[list[bytes], AsyncIterator[bytes] | None, bool, bool]:
+    """(the head, with the body when it is complete; the stream to send; chunked; keep)."""
     status = reply.status
     head_only = req is not None and req.method == b"HEAD"
     bodiless = head_only or status in _NO_BODY or status < 200
@@ -76,22 +116,9 @@ async def write_reply(conn: HttpProtocol, req: Request | None, reply: Reply, *, 
     if not keep:
         parts.append(_CLOSE)
     parts.append(b"\r\n")
-    if stream is None:
-        if reply.body is not None and not bodiless:
-            parts.append(reply.body)
-        conn.send(b"".join(parts))  # a whole reply: at the end of the loop turn
-        if reply.release is not None:
-            await _release(reply)
-        elif reply.done is not None:
-            _finished(reply)  # a body reply: no coroutine to end it
-        return keep
-    try:
-        return await _write_stream(conn, transport, stream, parts, chunked, keep)
-    except Exception:
-        conn.abort()  # truncated: the client must not take it for a whole response
-        return False
-    finally:
-        await _release(reply)
+    if stream is None and reply.body is not None and not bodiless:
+        parts.append(reply.body)
+    return parts, stream, chunked, keep
 
 
 async def _write_stream(
@@ -218,4 +245,4 @@ def _finished(reply: Reply) -> None:
         done()
 
 
-__all__ = ["READY_BYTES", "status_line", "take_ready", "write_reply"]
+__all__ = ["READY_BYTES", "status_line", "take_ready", "write_reply", "write_whole"]

@@ -62,9 +62,8 @@ class Supervisor:
         self.topology = topology
         self.notify = notify
         self.gateway_port = topology.gateway.port if gateway_port is None else gateway_port
-        self._port_source = (
-            f"{topology.path or topology.root / 'qanat.yaml'}: gateway.port" if gateway_port is None else "--port"
-        )
+        source = topology.path or topology.root / "qanat.yaml"
+        self._port_source = f"{source}: gateway.port" if gateway_port is None else "--port"
         self._groups: dict[str, list[Supervised]] = {}
         self._draining: set[str] = set()  # names of instances stopping after a scale-down
         self._lock = asyncio.Lock()

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from qanat.gateway.filters import Reply
 from qanat.gateway.hardening import Head
 from qanat.gateway.request import Request
-from qanat.gateway.writer import take_ready, write_reply
+from qanat.gateway.writer import take_ready, write_reply, write_whole
 
 
 class Gate:
@@ -283,3 +283,44 @@ async def test_a_body_reply_head_is_its_fields_in_order_with_the_body_length(
     lines = head.split(b"\r\n")[1:]
     kept = [n + b": " + v for n, v in headers if n != b"content-length"]
     assert lines == [*kept, b"content-length: %d" % len(body)] and rest == body
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    status=st.sampled_from([200, 201, 204, 304, 404, 503]),
+    body=st.one_of(st.none(), st.binary(max_size=64)),
+    keep=st.booleans(),
+    method=st.sampled_from([b"GET", b"HEAD"]),
+    version=st.sampled_from(["1.1", "1.0"]),
+    extra=st.lists(st.tuples(st.sampled_from([b"x-a", b"content-length", b"etag"]),
+                             st.binary(min_size=1, max_size=8).filter(lambda v: b"\r" not in v
+                                                                     and b"\n" not in v)),
+                   max_size=3),
+)
+def test_write_whole_writes_what_write_reply_writes(
+    status: int, body: bytes | None, keep: bool, method: bytes, version: str,
+    extra: list[tuple[bytes, bytes]],
+) -> None:
+    """The coroutine-free path gives the same bytes, the same keep-alive and one ``done``."""
+    def run(write: Any) -> tuple[list[bytes], Any, list[int]]:
+        conn, calls = Conn(), []
+        reply = Reply(status, list(extra), body, done=lambda: calls.append(1))
+        return conn.transport.writes, write(conn, reply), calls
+
+    req = _req(version, method)
+    fast = run(lambda conn, reply: write_whole(conn, req, reply, keep=keep))
+    slow = run(lambda conn, reply: asyncio.run(write_reply(conn, req, reply, keep=keep)))
+    assert fast == slow
+
+
+def test_write_whole_leaves_streams_and_releases_to_write_reply() -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"x"
+
+    async def release() -> None:
+        return None
+
+    conn = Conn()
+    assert write_whole(conn, _req(), Reply(200, [], stream=chunks()), keep=True) is None  # type: ignore[arg-type]
+    assert write_whole(conn, _req(), Reply(200, [], b"x", release=release), keep=True) is None  # type: ignore[arg-type]
+    assert conn.transport.writes == []
