@@ -169,7 +169,7 @@ class _Guard:
             try:
                 await p.bulkhead.acquire()
             except BaseException:
-                self._settle(None)
+                self._not_run()
                 raise
             self.holding = True
         if self.timeout is not None:
@@ -192,6 +192,13 @@ class _Guard:
             if self.holding and self.policy.bulkhead is not None:
                 self.policy.bulkhead.release()
         return None
+
+    def _not_run(self) -> None:
+        """No bulkhead slot: the block never ran, so neither breaker nor throttle learns."""
+        p = self.policy
+        if self.ticket is not None and p.breaker is not None:
+            p.breaker.after_excluded(self.ticket, p.clock())
+            self.ticket = None
 
     def _settle(self, exc: BaseException | None) -> None:
         p, now = self.policy, self.policy.clock()

@@ -86,6 +86,17 @@ class Bulkhead:
             if timer is not None:
                 timer.cancel()
 
+    def try_acquire(self) -> bool:
+        """Take a slot only if one is free and nobody waits (never queues, never raises).
+
+        False leaves no trace: the caller may then ``acquire`` and wait in line.
+        """
+        core = self._core
+        if core.in_flight < core.max_concurrent and not core.queued:
+            core.arrive()  # a free slot and an empty queue: RUN
+            return True
+        return False
+
     def _expire(self, fut: asyncio.Future[None]) -> None:
         """``max_wait`` passed: take ``fut`` out of the queue and fail it."""
         if fut in self._waiters and not fut.done():

@@ -10,8 +10,10 @@ One call goes through, in order (see ``docs/client.md``):
    detection ejected (Envoy's; all of them when fewer than half would remain,
    Envoy's panic threshold), feeds the balancer, which picks an instance;
    a retry prefers an instance not tried yet;
-4. the instance's own circuit breaker admits the attempt or the client picks
-   another; every breaker open raises ``CircuitOpenError``;
+4. the target's adaptive throttle may shed the attempt, the instance's own
+   circuit breaker admits it or the client picks another (every breaker
+   open raises ``CircuitOpenError``), and the target's bulkhead gives it a
+   slot; shed or no slot raises ``Overloaded`` (``client_guard``);
 5. the pooled HTTP/1.1 transport sends it with ``host``, ``x-request-id``,
    ``x-qanat-budget-ms`` (the time left, rounded down) and ``traceparent``
    (a CLIENT span per attempt, child of the current span), bounded by the
@@ -46,7 +48,8 @@ from qanat.observability import context
 from qanat.ports import Instance
 from qanat.runtime.client_attempt import Attempts
 from qanat.runtime.client_endpoints import Choice, TargetEndpoints
-from qanat.runtime.client_request import Prepared, prepare, retry_delay
+from qanat.runtime.client_guard import TargetGuard
+from qanat.runtime.client_request import Prepared, check_timeout, prepare, retry_delay
 from qanat.runtime.client_response import ClientResponse
 from qanat.runtime.client_settings import DEFAULT_TIMEOUT, ClientSettings, settings_from_policy
 from qanat.runtime.discovery import DiscoveryCache
@@ -83,9 +86,11 @@ class ServiceClient:
         self.budget = budget or s.budget or RetryBudget()
         self._clock, self._sleep, self._rng = clock, sleep, rng
         self._endpoints = TargetEndpoints(target, s, clock)
+        self._guard = None if s.throttle is None and s.bulkhead is None else TargetGuard(
+            target, s.throttle, s.bulkhead, clock)
         tracer = tracer or trace.get_tracer("qanat.client")
         self._attempts = Attempts(target, self._endpoints, tracer, clock, s.per_try_timeout,
-                                  s.max_body)
+                                  s.max_body, self._guard)
         self._attempts.pool = pool
         # Hot-path copies of settings; a response below _final_below is never retried.
         self._timeout = s.timeout
@@ -126,6 +131,15 @@ class ServiceClient:
             lambda: discovery.status(self.target).state,
         )
 
+    async def _admit(
+        self, key: str | None, tried: Sequence[str], prepared: Prepared, deadline: float
+    ) -> Choice:
+        """An attempt through the target's throttle, breakers and bulkhead (``client_guard``)."""
+        assert self._guard is not None
+        return await self._guard.admit(
+            lambda now: self._choose(key, tried, now), self._endpoints.unchoose, prepared, deadline
+        )
+
     # -- calls -------------------------------------------------------------------------
 
     async def request(
@@ -143,8 +157,9 @@ class ServiceClient:
     ) -> ClientResponse:
         """Send a request to one instance of the target, with retries when safe.
 
-        Returns the final response, whatever its status. Raises ``NoEndpoints``
-        or ``CircuitOpenError`` (both ``Unavailable``: nothing was sent),
+        Returns the final response, whatever its status. Raises ``NoEndpoints``,
+        ``CircuitOpenError`` or ``Overloaded`` (the target's bulkhead is full or
+        its adaptive throttle shed the call; all ``Unavailable``: nothing was sent),
         ``DeadlineExceeded`` (no time left: nothing was sent), the transport's
         ``UpstreamError`` after the last attempt (``UpstreamTimeout`` is a
         ``Timeout``), or ``ConfigError`` for a malformed call. ``timeout``
@@ -152,7 +167,7 @@ class ServiceClient:
         key for a consistent-hash balancer.
         """
         start = self._clock()
-        budget = self._timeout if timeout is None else _check_timeout(timeout)
+        budget = self._timeout if timeout is None else check_timeout(timeout)
         left = context.remaining()  # the propagated deadline is in time.monotonic() seconds
         if left is not None and left < budget:
             budget = left
@@ -165,7 +180,10 @@ class ServiceClient:
         retry_budget = self.budget
         retry_budget.request_started()
         try:
-            choice = self._choose(key, (), start)
+            if self._guard is None:
+                choice = self._choose(key, (), start)
+            else:
+                choice = await self._admit(key, (), prepared, deadline)
             outcome: ClientResponse | UpstreamError
             try:
                 response = await self._attempts.send(choice, prepared, deadline, 1)
@@ -210,9 +228,14 @@ class ServiceClient:
                 if now >= deadline:
                     break  # the backoff overslept the deadline
                 try:
-                    choice = self._choose(key, tried, now)
-                except Unavailable:
-                    break  # nowhere left to retry: the last attempt's outcome stands
+                    if self._guard is None:
+                        choice = self._choose(key, tried, now)
+                    else:
+                        choice = await self._admit(key, tried, prepared, deadline)
+                except Unavailable as refused:  # nowhere left, shed, or no bulkhead slot
+                    if isinstance(outcome, BaseException):
+                        outcome.add_note(f"qanat: retry not sent: {refused}")
+                    break  # the last attempt's outcome stands
                 tried.append(choice[0].id)
                 try:
                     outcome = await self._attempts.send(choice, prepared, deadline, len(tried))
@@ -248,20 +271,15 @@ class ServiceClient:
         return await self.request("DELETE", path, **kw)
 
     def stats(self) -> dict[str, Any]:
-        """Instances, breaker states, ejections and the retry budget, for metrics."""
+        """Instances, breaker states, ejections, the retry budget, bulkhead and throttle."""
+        now = self._clock()
+        guard = self._guard
         return {
             "target": self.target,
-            **self._endpoints.stats(self._clock()),
+            **self._endpoints.stats(now),
             "budget": self.budget.stats(),
+            **({"bulkhead": None, "throttle": None} if guard is None else guard.stats(now)),
         }
-
-
-def _check_timeout(timeout: float) -> float:
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-        raise ConfigError(
-            f"timeout must be seconds > 0, got {timeout!r}", source="ServiceClient.request"
-        )
-    return float(timeout)
 
 
 __all__ = [

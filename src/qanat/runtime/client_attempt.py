@@ -6,7 +6,9 @@ headers (``host``, ``x-qanat-budget-ms`` rounded down, ``traceparent`` and
 through the pooled HTTP/1.1 transport with the per-try timeout until the head
 and the deadline for the body, and then, whatever happened (cancellation
 included), settles the instance's breaker, the outlier detector, the
-balancer and the span exactly once (``TargetEndpoints.settle``).
+balancer and the span exactly once (``TargetEndpoints.settle``), and the
+target's guard, adaptive throttle and bulkhead, when it has one
+(``TargetGuard.settle``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from qanat.http import HttpPool, UpstreamError, UpstreamTimeout
 from qanat.observability import context
 from qanat.ports import Instance
 from qanat.runtime.client_endpoints import Choice, TargetEndpoints, host_header
+from qanat.runtime.client_guard import TargetGuard
 from qanat.runtime.client_request import Prepared, failure_verdict
 from qanat.runtime.client_response import ClientResponse
 
@@ -32,11 +35,12 @@ class Attempts:
     """Sends attempts to the instances of one target (the wire half of ``ServiceClient``).
 
     ``pool`` is set when the client is bound; ``per_try`` bounds one attempt
-    until the response head, ``max_body`` the response body's size.
+    until the response head, ``max_body`` the response body's size; every
+    attempt sent was admitted by ``guard`` when there is one.
     """
 
-    __slots__ = ("_clock", "_endpoints", "_max_body", "_per_try", "_span_names", "_tracer",
-                 "pool", "target")
+    __slots__ = ("_clock", "_endpoints", "_guard", "_max_body", "_per_try", "_span_names",
+                 "_tracer", "pool", "target")
 
     def __init__(
         self,
@@ -46,6 +50,7 @@ class Attempts:
         clock: Callable[[], float],
         per_try: float | None,
         max_body: int,
+        guard: TargetGuard | None = None,
     ) -> None:
         self.target = target
         self.pool: HttpPool | None = None
@@ -55,6 +60,7 @@ class Attempts:
         self._per_try = per_try
         self._max_body = max_body
         self._span_names: dict[bytes, str] = {}
+        self._guard = guard
 
     def _span_name(self, verb: bytes) -> str:
         name = self._span_names.get(verb)
@@ -114,6 +120,8 @@ class Attempts:
         finally:
             end = clock()
             self._endpoints.settle(choice, verdict, observed, neutral, end - began, end)
+            if self._guard is not None:  # the attempt was admitted by it: slot back, outcome
+                self._guard.settle(verdict, status, end)
             _finish_span(span, instance, status, verdict, attempt)
 
 

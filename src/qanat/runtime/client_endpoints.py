@@ -139,6 +139,13 @@ class TargetEndpoints:
         """Close a pick that was not used: its slot back, nothing learned."""
         self.balancer.cancel(instance)
 
+    def unchoose(self, choice: Choice, now: float) -> None:
+        """Hand back a choice that will not be sent: its breaker ticket and balancer pick."""
+        instance, breaker, ticket, picked = choice
+        breaker.after_excluded(ticket, now)
+        if picked:
+            self.release(instance)
+
     def settle(
         self, choice: Choice, verdict: bool | None, observed: int | CallError | None,
         neutral: bool, latency: float, now: float,

@@ -128,6 +128,15 @@ def prepare(
                     verb in IDEMPOTENT_METHODS or key is not None)
 
 
+def check_timeout(timeout: float) -> float:
+    """A call's ``timeout=`` as float seconds; ``ConfigError`` unless it is a number > 0."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ConfigError(
+            f"timeout must be seconds > 0, got {timeout!r}", source="ServiceClient.request"
+        )
+    return float(timeout)
+
+
 def _latin1(value: str, name: str, where: str) -> bytes:
     try:
         return value.encode("latin-1")
@@ -204,4 +213,7 @@ def retry_delay(
     return policy.next_delay(attempt, elapsed, retry_after, rng, previous=previous)
 
 
-__all__ = ["MANAGED", "Prepared", "conditions", "failure_verdict", "prepare", "retry_delay"]
+__all__ = [
+    "MANAGED", "Prepared", "check_timeout", "conditions", "failure_verdict", "prepare",
+    "retry_delay",
+]

@@ -9,8 +9,10 @@ from qanat.core.balance import BALANCERS
 from qanat.core.breaker import BreakerSettings
 from qanat.core.outlier import OutlierSettings
 from qanat.core.retry import RetryBudget, RetryPolicy
+from qanat.core.throttle import AdaptiveThrottle
 from qanat.errors import ConfigError
 from qanat.policy import Policy
+from qanat.runtime.bulkhead import Bulkhead
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds a whole call may take, retries included, when no policy says otherwise."""
@@ -29,6 +31,9 @@ class ClientSettings:
     given these settings (a policy's budget); ``None`` gives each client its
     own ``RetryBudget()`` (Envoy's 20 %, with a floor of max(3, calls in
     flight / instances known), so every call on a lost instance may retry).
+    ``throttle`` (an ``AdaptiveThrottle``) and ``bulkhead`` (a ``Bulkhead``)
+    are applied to every attempt (``client_guard``) and, like ``budget``,
+    shared by every client given these settings; None: neither.
     """
 
     timeout: float = DEFAULT_TIMEOUT  # whole call, retries and backoff included
@@ -39,6 +44,8 @@ class ClientSettings:
     load_balancer: str = "p2c_ewma"
     max_body: int = 16 * 1024 * 1024  # a larger response body raises BodyTooLarge
     budget: RetryBudget | None = field(default=None, compare=False)
+    throttle: AdaptiveThrottle | None = field(default=None, compare=False)
+    bulkhead: Bulkhead | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         where = "ClientSettings"
@@ -67,9 +74,10 @@ def settings_from_policy(policy: Policy) -> ClientSettings:
     ``timeout`` → ``timeout``, ``perTryTimeout`` → ``per_try_timeout``,
     ``retry`` → ``retry`` (and its budget, shared with the policy),
     ``circuitBreaker`` → ``breaker`` (one breaker per instance, each with
-    those settings), ``loadBalancer`` → ``load_balancer``. What a policy
-    leaves out keeps the ``ClientSettings`` default. Bulkheads and adaptive
-    throttles of a policy are not applied by the client.
+    those settings), ``loadBalancer`` → ``load_balancer``, ``throttle`` →
+    ``throttle`` and ``bulkhead`` → ``bulkhead`` (the policy's own objects,
+    so the policy used as a decorator shares them). What a policy leaves
+    out keeps the ``ClientSettings`` default.
     """
     base = ClientSettings()
     return ClientSettings(
@@ -81,6 +89,8 @@ def settings_from_policy(policy: Policy) -> ClientSettings:
         else base.breaker,
         load_balancer=policy.load_balancer or base.load_balancer,
         budget=policy.budget,
+        throttle=policy.throttle,
+        bulkhead=policy.bulkhead,
     )
 
 
