@@ -59,7 +59,8 @@ class ServiceClient:
     """Calls one target service; see the module docstring for what happens per call.
 
     ``clock`` (seconds; default ``time.monotonic``) times deadlines, breakers,
-    outlier ejections and the balancer; ``sleep`` waits between attempts;
+    outlier ejections, the balancer and the adaptive throttle's window;
+    ``sleep`` waits between attempts;
     ``rng`` draws the backoff jitter; ``tracer`` makes the CLIENT spans
     (default: the global provider's ``qanat.client`` tracer). A client
     belongs to one event loop.
