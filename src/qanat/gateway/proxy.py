@@ -231,7 +231,7 @@ class Proxy:
         delay = policy.next_delay(attempts, now - start, retry_after, rng=self._rng)
         if delay is None or now + delay >= deadline:
             return None
-        if not rt.budget.try_retry():
+        if not rt.budget.try_retry(rt.upstream.size):
             return None
         return delay
 

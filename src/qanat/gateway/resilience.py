@@ -60,7 +60,8 @@ class RetryConfig(_Model):
     base_interval: Duration = 0.025  # Envoy: 25 ms, full jitter
     max_interval: Duration | None = None  # Envoy: 10 x base_interval
     budget_percent: float = Field(default=20.0, ge=0, le=100)  # Envoy retry_budget
-    min_retry_concurrency: int = Field(default=3, ge=0)
+    # None: the floor scales, max(3, ceil(requests in flight / instances)) (core.retry_budget)
+    min_retry_concurrency: int | None = Field(default=None, ge=0)
     max_buffered_body: int = Field(default=64 * 1024, ge=0, le=16 << 20)
     # An upstream's Retry-After (RFC 9110 §10.2.3) up to this long is waited out
     # instead of the backoff; a longer one is not retried (the client gets it).

@@ -106,7 +106,7 @@ def snapshot(runtimes: Iterable[RouteRuntime], now: float) -> dict[str, RouteSta
     return {rt.route.name: rt.state(now) for rt in runtimes}
 
 
-def _budget_settings(cfg: RouteConfig) -> tuple[float, int] | None:
+def _budget_settings(cfg: RouteConfig) -> tuple[float, int | None] | None:
     r = cfg.retry
     return None if r is None else (r.budget_percent, r.min_retry_concurrency)
 

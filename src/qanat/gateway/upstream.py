@@ -155,6 +155,11 @@ class Upstream:
 
     # -- the instance list ----------------------------------------------------------
 
+    @property
+    def size(self) -> int:
+        """The instances known (the retry budget's floor scales with the load per instance)."""
+        return len(self._targets)
+
     def _set_targets(self, targets: list[Target]) -> None:
         self._targets = targets
         self.health.update(t.id for t in targets)

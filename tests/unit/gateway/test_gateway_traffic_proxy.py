@@ -88,3 +88,30 @@ async def test_a_retry_cancelled_in_its_backoff_gives_back_its_budget() -> None:
         await proxy(exchange(rt))
     stats = rt.budget.stats()
     assert (stats.active_requests, stats.active_retries) == (0, 0)
+
+
+def _targets(n: int) -> dict[str, Any]:
+    targets = [{"url": f"http://10.0.0.{i}:80"} for i in range(1, n + 1)]
+    return {"kind": "static", "targets": targets}
+
+
+@pytest.mark.parametrize(("floor", "granted"), [(None, 6), (3, 3)])
+def test_the_retry_budget_floor_scales_with_requests_per_instance(
+    floor: int | None, granted: int
+) -> None:
+    """12 requests in flight over 2 instances: by default 6 may retry at once (12 / 2);
+    an explicit ``min_retry_concurrency`` is used as is (Envoy's fixed floor)."""
+    clock = FakeClock()
+    retry: dict[str, Any] = {"budget_percent": 0}
+    if floor is not None:
+        retry["min_retry_concurrency"] = floor
+    cfg = {"name": "r", "upstream": _targets(2), "retry": retry}
+    r = compile_routes(parse_routes([cfg])).routes[0]
+    rt = RouteRuntime(r, Upstream(r.config.upstream, None, "r", clock=clock), 10.0,
+                      None)  # type: ignore[arg-type]
+    assert rt.retry is not None
+    proxy = Proxy(StubPool(None), clock, rng=lambda: 0.0)  # type: ignore[arg-type]
+    for _ in range(12):
+        rt.budget.request_started()
+    delays = [proxy._backoff(rt, rt.retry, 1, 0.0, 10.0, 0.0) for _ in range(8)]
+    assert sum(d is not None for d in delays) == granted
