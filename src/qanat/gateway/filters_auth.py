@@ -35,6 +35,7 @@ from qanat.security import (
 Authenticate = Callable[[HeaderList, bytes], Awaitable[Identity | AuthFailure]]
 Strip = Callable[[HeaderList, bytes], tuple[list[tuple[bytes, bytes]], bytes]]
 Take = Callable[[HeaderList, bytes], Awaitable[tuple[Identity | AuthFailure, HeaderList, bytes]]]
+TakeNow = Callable[[HeaderList, bytes], tuple[Identity | AuthFailure, HeaderList, bytes] | None]
 _MAX_IDENTITIES = 1024  # identities whose headers are remembered per filter
 
 
@@ -47,18 +48,22 @@ class AuthFilter:
     """
 
     def __init__(self, authenticate: Authenticate, strip: Strip, *,
-                 take: Take | None = None) -> None:
+                 take: Take | None = None, take_now: TakeNow | None = None) -> None:
         self._authenticate = authenticate
         self._strip = strip
         self._take = take
+        self._take_now = take_now  # ``take`` without a coroutine when nothing must be fetched
         # identity -> its headers: a pure function of the identity, and the same
         # caller keeps coming back (the JWT verifier caches its Identity too)
         self._headers: dict[Identity, HeaderList] = {}
+        self._last: tuple[Identity, HeaderList] | None = None  # the same object: no hashing
 
     async def __call__(self, ex: Exchange, call_next: Handler) -> Reply:
         query = ex.query[1:] if ex.query.startswith(b"?") else ex.query
         if self._take is not None:
-            result, headers, query = await self._take(ex.headers, query)
+            now = self._take_now(ex.headers, query) if self._take_now is not None else None
+            result, headers, query = now if now is not None else await self._take(ex.headers,
+                                                                                 query)
         else:
             result = await self._authenticate(ex.headers, query)
         if isinstance(result, AuthFailure):
@@ -66,11 +71,17 @@ class AuthFilter:
             return Reply(status, headers, body)
         if self._take is None:
             headers, query = self._strip(ex.headers, query)
-        extra = self._headers.get(result)
-        if extra is None:
-            if len(self._headers) >= _MAX_IDENTITIES:
-                self._headers.clear()
-            extra = self._headers[result] = identity_headers(result)
+        last = self._last
+        if last is not None and last[0] is result:
+            extra = last[1]
+        else:
+            known = self._headers.get(result)
+            if known is None:
+                if len(self._headers) >= _MAX_IDENTITIES:
+                    self._headers.clear()
+                known = self._headers[result] = identity_headers(result)
+            extra = known
+            self._last = (result, extra)
         headers += extra
         ex.headers = headers
         ex.query = b"?" + query if query else b""
@@ -83,7 +94,7 @@ class AuthFilter:
 def jwt_filter(config: Mapping[str, Any], route: str) -> AuthFilter:
     """The ``jwt`` filter: options as ``jwt_settings_from_config`` documents them."""
     auth = JwtAuthenticator(jwt_settings_from_config(config, source="jwt"))
-    return AuthFilter(auth.authenticate, auth.strip, take=auth.take)
+    return AuthFilter(auth.authenticate, auth.strip, take=auth.take, take_now=auth.take_now)
 
 
 def key_auth_filter(config: Mapping[str, Any], route: str) -> AuthFilter:

@@ -210,7 +210,11 @@ class RateLimitFilter:
                 (b"x-ratelimit-reset", b"%d" % reset)]
 
     async def __call__(self, ex: Exchange, call_next: Handler) -> Reply:
-        d = await self.decide(self._key(ex))
+        key = self._key(ex)
+        if self.config.redis is None or self._closed:  # in-process: no coroutine for it
+            d = self.local.allow(key, self._clock())
+        else:
+            d = await self.decide(key)
         extra = self.headers(d)
         if not d.allowed:
             return problem(429, f"route {self.route!r}: rate limit exceeded; retry after "

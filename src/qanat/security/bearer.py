@@ -59,12 +59,39 @@ class JwtAuthenticator:
         upstream gets (a new list: the caller may extend it), exactly what
         ``strip`` returns; on failure the failure and the request's own.
         """
-        s, name = self.settings, self._header
-        if name is not None:
-            values, rest, cookie = _request.take_header(headers, name)
+        values, rest, cookie = self._split(headers)
+        result = await self._verify(token_from(self.settings, values, headers, query))
+        return self._taken(result, headers, query, rest, cookie)
+
+    def take_now(self, headers: Headers, query: bytes
+                 ) -> tuple[Identity | AuthFailure, HeaderList, bytes] | None:
+        """``take`` without a wait, or None when it must wait (a JWKS to fetch, an
+        unknown key id to look up): then ``take`` does it. With inline keys, never None.
+        """
+        values, rest, cookie = self._split(headers)
+        token = token_from(self.settings, values, headers, query)
+        if isinstance(token, AuthFailure):
+            return token, list(headers), query
+        if self.jwks is None:
+            result = self.verifier.verify(token, self._clock())
         else:
-            values, rest, cookie = [], list(headers), True
-        result = await self._verify(token_from(s, values, headers, query))
+            keys = self.jwks.ready()
+            if keys is None:
+                return None
+            result = self.verifier.verify(token, self._clock(), keys)
+            if isinstance(result, AuthFailure) and result.unknown_kid is not None:
+                return None  # the JWKS may have it by now: ``take`` refreshes (rate-limited)
+        return self._taken(result, headers, query, rest, cookie)
+
+    def _split(self, headers: Headers) -> tuple[list[bytes], HeaderList, bool]:
+        if self._header is not None:
+            return _request.take_header(headers, self._header)
+        return [], list(headers), True
+
+    def _taken(self, result: Identity | AuthFailure, headers: Headers, query: bytes,
+               rest: HeaderList, cookie: bool
+               ) -> tuple[Identity | AuthFailure, HeaderList, bytes]:
+        s = self.settings
         if isinstance(result, AuthFailure):
             return result, list(headers), query
         if not s.hide_credentials:

@@ -75,6 +75,13 @@ class JwksCache:
     def _may_try(self, now: float) -> bool:
         return self._tried_at is None or now - self._tried_at >= self.settings.min_refresh_interval
 
+    def ready(self) -> KeySet | None:
+        """The key set when ``get`` would return it without fetching, else None."""
+        now = self._clock()
+        if self._stale(now) and self._may_try(now):
+            return None
+        return self._keys
+
     async def get(self) -> KeySet:
         """The key set, refetched first when older than ``ttl`` (and a retry is allowed)."""
         now = self._clock()

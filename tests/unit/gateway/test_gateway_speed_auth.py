@@ -30,13 +30,16 @@ async def upstream_headers(auth: AuthFilter) -> HeaderList:
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(NAMES), st.sampled_from(["jwt", "key"])),
-                min_size=1, max_size=20), st.integers(1, 3))
+@given(st.lists(st.tuples(st.sampled_from(NAMES), st.sampled_from(["jwt", "key"]),
+                          st.booleans()), min_size=1, max_size=20), st.integers(1, 3))
 async def test_each_request_carries_its_own_identity_headers(
-    callers: list[tuple[str, str]], room: int
+    callers: list[tuple[str, str, bool]], room: int
 ) -> None:
-    """In any order of callers and any cache room, each request gets its own identity headers."""
+    """In any order of callers and any cache room, each request gets its own identity headers,
+    whether its Identity is the very object of an earlier request (as the JWT cache hands
+    out) or an equal new one."""
     current: list[Identity] = []
+    made: dict[tuple[str, str], Identity] = {}
 
     async def authenticate(headers: HeaderList, query: bytes) -> Identity | AuthFailure:
         return current[0]
@@ -44,9 +47,10 @@ async def test_each_request_carries_its_own_identity_headers(
     auth = AuthFilter(authenticate, lambda headers, query: (list(headers), query))
     saved, filters_auth._MAX_IDENTITIES = filters_auth._MAX_IDENTITIES, room
     try:
-        for subject, method in callers:
-            current[:] = [Identity(subject=subject, method="jwt" if method == "jwt" else "apikey",
-                                   scopes=(method,))]
+        for subject, method, same in callers:
+            new = Identity(subject=subject, method="jwt" if method == "jwt" else "apikey",
+                           scopes=(method,))
+            current[:] = [made.setdefault((subject, method), new) if same else new]
             got = await upstream_headers(auth)
             assert got == [(b"accept", b"*/*"), *identity_headers(current[0])]
             assert len(auth._headers) <= room

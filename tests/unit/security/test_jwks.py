@@ -187,3 +187,23 @@ async def test_http_error_status_is_a_counted_failure(
     assert len(await cache.get()) == 0
     stats = cache.stats()
     assert stats.failures == 1 and stats.last_error is not None and "503" in stats.last_error
+
+
+async def test_take_now_waits_for_nothing_and_leaves_fetches_to_take(tmp_path: Path) -> None:
+    """``take_now`` answers only when no fetch is due: first use (nothing fetched), an
+    unknown kid (a rotation may be published) and an expired TTL go to ``take``."""
+    path = tmp_path / "jwks.json"
+    path.write_bytes(jwks(jwk_of(rsa_key(), "k1")))
+    clock = FakeClock()
+    auth = authenticator(str(path), clock, min_refresh_interval=10)
+    assert auth.jwks is not None
+    headers = bearer(sign(claims(), rsa_key(), "RS256", "k1"))
+    assert auth.take_now(headers, b"") is None  # nothing fetched yet
+    assert isinstance((await auth.take(headers, b""))[0], Identity)
+    now = auth.take_now(headers, b"")
+    assert now is not None and now == await auth.take(headers, b"")
+    assert auth.jwks.stats().fetches == 1
+    clock.advance(10)  # a refresh is allowed again
+    assert auth.take_now(bearer(sign(claims(), ec_key(), "ES256", "k2")), b"") is None
+    clock.advance(300)  # past the TTL
+    assert auth.take_now(headers, b"") is None

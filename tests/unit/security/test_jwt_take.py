@@ -40,6 +40,7 @@ def test_take_equals_authenticate_then_strip(
 
     async def both() -> None:
         result, out, q = await auth.take(headers, query)
+        assert auth.take_now(headers, query) == (result, out, q)  # inline keys: never waits
         expected = await auth.authenticate(headers, query)
         assert result == expected
         if not isinstance(result, AuthFailure):
