@@ -145,7 +145,8 @@ class Proxy:
         clock, upstream, name, pool = self._clock, rt.upstream, rt.route.name, self._pool
         buffer = rt.buffer_response_bytes
         target_path = rt.route.rewrite(ex.path) + ex.query
-        again = not isinstance(body, AsyncIterable)  # the body can be sent again
+        # the body can be sent again (bytes or none; tested without the ABC's slow check)
+        again = body is None or isinstance(body, bytes | bytearray | memoryview)
         keyed = (policy is not None and rt.idempotency_key
                  and has_idempotency_key(ex.headers))
         start = clock()
