@@ -59,6 +59,14 @@ def test_rolling_window_rejects_bad_shapes(size: int, width: float) -> None:
         RollingWindow(size, width)
 
 
+def test_rolling_window_is_the_same_class_from_either_module() -> None:
+    """``qanat.core.window`` re-exports the throttle's window from ``rolling_window``."""
+    from qanat.core import rolling_window, window
+
+    assert window.RollingWindow is rolling_window.RollingWindow
+    assert "RollingWindow" in window.__all__
+
+
 # -- RollingCounts (the breaker's) ----------------------------------------------------------
 
 outcomes = st.sampled_from([SUCCESS, FAILURE, EXCLUDED])
