@@ -1,10 +1,14 @@
-"""Test helpers for watches: collect what an async iterator yields and wait on it."""
+"""Test helpers for watches: collect what an async iterator yields and wait on it.
+
+For state that has no change feed to wait on (e.g. a read that filters by a fake
+clock), poll with ``qanat.testing.eventually`` instead.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -76,18 +80,3 @@ class Collector(Generic[T]):
         if aclose is not None:
             await aclose()
 
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float = DEADLINE, what: str = "condition"
-) -> None:
-    """Re-check ``check()`` (every 20 ms) until it is true; fail after ``timeout`` seconds.
-
-    For state that has no change feed to wait on (e.g. a read that filters by a
-    fake clock). Prefer ``Collector.wait_for`` when there is a watch.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} not met within {timeout} s")
-        await asyncio.sleep(0.02)

@@ -15,11 +15,12 @@ import aetcd
 import pytest
 from tests.contract.helpers import DEADLINE, Collector
 from tests.contract.registry_contract import ids, inst
-from tests.integration.conftest import PrivateEtcd, free_port
+from tests.integration.conftest import PrivateEtcd
 
 from qanat.backends.etcd import EtcdConfigStore, EtcdRegistry, WatchCompacted, parse_etcd_url
 from qanat.errors import BackendUnreachable, ConfigError
 from qanat.ports import Health, Instance
+from qanat.testing import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -7,13 +7,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tests.contract.helpers import eventually
+from tests.contract.helpers import DEADLINE
 
 from qanat.backends.memory import MemoryRegistry
 from qanat.backends.sqlite import SqliteRegistry
 from qanat.backends.sqlite_db import SqliteDb
 from qanat.ports import Health, Instance, Registry
-from qanat.testing import FakeClock
+from qanat.testing import FakeClock, eventually
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -61,4 +61,4 @@ async def test_lost_lease_is_regranted_by_the_owner_with_its_state(
     async def back() -> bool:
         return await state() == [("a", Health.WARNING, False)]
 
-    await eventually(back, what="re-registration by the keepalive")
+    await eventually(back, timeout=DEADLINE, what="re-registration by the keepalive")

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+
+from qanat.testing import eventually as _eventually
+from qanat.testing import free_port
 
 
 @dataclass
@@ -176,21 +178,11 @@ async def read_chunked(reader: asyncio.StreamReader) -> bytes:
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll a client-side condition until it holds (fails after ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        await asyncio.sleep(0.001)
+    """Poll a client-side condition until it holds (``qanat.testing.eventually``, every 1 ms)."""
+    await _eventually(predicate, timeout=timeout, interval=0.001)
 
 
 @contextlib.asynccontextmanager
 async def silent_port() -> AsyncIterator[int]:
-    """A port where nothing listens (bound, then closed)."""
-    import socket
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = int(sock.getsockname()[1])
-    sock.close()
-    yield port
+    """A port where nothing listens (``qanat.testing.free_port``)."""
+    yield free_port()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +27,7 @@ from qanat.http import HttpPool
 from qanat.ports import Instance
 from qanat.runtime.client import ClientSettings, ServiceClient
 from qanat.runtime.discovery import DiscoveryCache
-from qanat.testing import FakeClock
+from qanat.testing import FakeClock, free_port
 
 SERVICE = "users"
 NO_OUTLIERS = OutlierSettings(consecutive_5xx=None, consecutive_gateway_failure=None)
@@ -99,13 +98,6 @@ class Harness:
                     await changed.wait()
         finally:
             unsubscribe()
-
-
-def free_port() -> int:
-    """A port where nothing listens (bound, then closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def instance(iid: str, port: int) -> Instance:

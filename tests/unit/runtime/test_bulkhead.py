@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 
 from qanat.errors import ConfigError, Overloaded
 from qanat.runtime.bulkhead import Bulkhead
-
-
-async def until(condition: Callable[[], bool], turns: int = 1000) -> None:
-    """Let other tasks run until ``condition`` holds; fail after ``turns`` loop turns."""
-    for _ in range(turns):
-        if condition():
-            return
-        await asyncio.sleep(0)  # a yield to the loop, not a wait for time to pass
-    raise AssertionError("condition never became true")
+from qanat.testing import eventually
 
 
 async def hold(bulkhead: Bulkhead, gate: asyncio.Event, log: list[int], i: int) -> None:
@@ -32,7 +23,7 @@ async def test_limits_then_overloaded_at_once() -> None:
     bh = Bulkhead(2, max_queue=1)
     gate, log = asyncio.Event(), []
     tasks = [asyncio.create_task(hold(bh, gate, log, i)) for i in range(3)]
-    await until(lambda: bh.stats().queued == 1)
+    await eventually(lambda: bh.stats().queued == 1, interval=0)
     assert (bh.stats().in_flight, log) == (2, [0, 1])
     with pytest.raises(Overloaded, match="full"):
         await bh.acquire()
@@ -50,9 +41,9 @@ async def test_waiters_are_served_in_arrival_order() -> None:
     tasks = []
     for i in range(6):
         tasks.append(asyncio.create_task(hold(bh, gates[i], log, i)))
-        await until(lambda n=i: bh.stats().in_flight + bh.stats().queued == n + 1)
+        await eventually(lambda n=i: bh.stats().in_flight + bh.stats().queued == n + 1, interval=0)
     for i in range(6):
-        await until(lambda n=i: len(log) == n + 1)
+        await eventually(lambda n=i: len(log) == n + 1, interval=0)
         gates[i].set()
     await asyncio.gather(*tasks)
     assert log == [0, 1, 2, 3, 4, 5]
@@ -75,7 +66,7 @@ async def test_slot_within_max_wait_is_granted() -> None:
     bh = Bulkhead(1, max_queue=1, max_wait=60.0)
     await bh.acquire()
     waiter = asyncio.create_task(bh.acquire())
-    await until(lambda: bh.stats().queued == 1)
+    await eventually(lambda: bh.stats().queued == 1, interval=0)
     bh.release()
     await asyncio.wait_for(waiter, timeout=10)
     assert (bh.stats().in_flight, bh.stats().timed_out) == (1, 0)
@@ -87,9 +78,9 @@ async def test_cancelled_waiter_leaves_the_queue() -> None:
     await bh.acquire()
     first = asyncio.create_task(bh.acquire())
     second = asyncio.create_task(bh.acquire())
-    await until(lambda: bh.stats().queued == 2)
+    await eventually(lambda: bh.stats().queued == 2, interval=0)
     first.cancel()
-    await until(lambda: bh.stats().queued == 1)
+    await eventually(lambda: bh.stats().queued == 1, interval=0)
     assert bh.stats().cancelled == 1
     bh.release()
     await asyncio.wait_for(second, timeout=10)
@@ -104,7 +95,7 @@ async def test_cancel_right_after_hand_over_does_not_leak() -> None:
     await bh.acquire()
     first = asyncio.create_task(bh.acquire())
     second = asyncio.create_task(bh.acquire())
-    await until(lambda: bh.stats().queued == 2)
+    await eventually(lambda: bh.stats().queued == 2, interval=0)
     bh.release()  # hands the slot to `first`, which has not run yet
     first.cancel()
     await asyncio.wait_for(second, timeout=10)
@@ -120,11 +111,11 @@ async def test_release_skips_a_cancelled_waiter_not_yet_cleaned_up() -> None:
     await bh.acquire()
     first = asyncio.create_task(bh.acquire())
     second = asyncio.create_task(bh.acquire())
-    await until(lambda: bh.stats().queued == 2)
+    await eventually(lambda: bh.stats().queued == 2, interval=0)
     first.cancel()  # its future is cancelled now; its cleanup runs on a later turn
     bh.release()
     await asyncio.wait_for(second, timeout=10)
-    await until(first.done)
+    await eventually(first.done, interval=0)
     assert (bh.stats().in_flight, bh.stats().queued) == (1, 0)
     bh.release()
     assert bh.stats().in_flight == 0

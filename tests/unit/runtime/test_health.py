@@ -5,9 +5,9 @@ The pure rules are in tests/unit/core/test_health.py, the HTTP probe in test_hea
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
+
+from tests.unit.runtime.health_support import until_health
 
 from qanat.backends.memory import MemoryRegistry
 from qanat.ports import Health, Instance
@@ -15,20 +15,6 @@ from qanat.runtime.health import CheckSettings, HealthChecker
 from qanat.testing import FakeClock
 
 P, W, C = Health.PASSING, Health.WARNING, Health.CRITICAL
-
-
-async def until_health(
-    registry: MemoryRegistry, iid: str, health: Health | None, timeout: float = 5.0
-) -> None:
-    """Wait, on the registry's own watch and under a deadline, until ``iid`` has ``health``.
-
-    ``None`` waits until the instance is gone.
-    """
-    async with asyncio.timeout(timeout), contextlib.aclosing(registry.watch("api")) as snaps:
-        async for snapshot in snaps:
-            found = {i.id: i.health for i in snapshot}
-            if found.get(iid) is health:
-                return
 
 
 # --- the checker, with the memory registry ---------------------------------------------------

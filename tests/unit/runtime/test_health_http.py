@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
+from tests.unit.runtime.health_support import until_health
 
 from qanat.backends.memory import MemoryRegistry
 from qanat.core.health import MAX_OUTPUT
@@ -203,14 +204,6 @@ def _instance(port: int) -> Instance:
     return Instance(id="a1", service="api", address="127.0.0.1", port=port)
 
 
-async def until_health(registry: MemoryRegistry, health: Health, timeout: float = 5.0) -> None:
-    """Wait (registry watch, deadline) until instance a1 has ``health``."""
-    async with asyncio.timeout(timeout), contextlib.aclosing(registry.watch("api")) as snaps:
-        async for snapshot in snaps:
-            if {i.id: i.health for i in snapshot}.get("a1") is health:
-                return
-
-
 async def test_checker_follows_real_server_200_500_silent() -> None:
     """A started checker tracks a real server through 200, 500 and silence into the registry."""
     mode = ["200"]
@@ -221,12 +214,12 @@ async def test_checker_follows_real_server_200_500_silent() -> None:
         settings = CheckSettings(interval=0.02, timeout=0.2)
         async with HealthChecker(registry, settings=settings) as checker:
             checker.add_http(inst, path="/health")
-            await until_health(registry, P)
+            await until_health(registry, "a1", P)
             mode[0] = "500"
-            await until_health(registry, C)
+            await until_health(registry, "a1", C)
             mode[0] = "200"
-            await until_health(registry, P)
+            await until_health(registry, "a1", P)
             mode[0] = "hang"
-            await until_health(registry, C)
+            await until_health(registry, "a1", C)
             assert "timed out" in checker.report()[0].output
     await registry.close()
