@@ -111,8 +111,9 @@ def test_sigkill_under_traffic_fails_no_idempotent_request(shop: ShopRun) -> Non
     """SIGKILL a catalog and a users instance during steady GETs: every GET succeeds, sellers
     are still filled in, and both restart, saying so."""
     paths = ["/api/products", "/api/products/3", "/api/users/1", "/api/products?q=cup"]
-    # Six clients: more than Envoy's default retry-budget floor of 3 concurrent retries, which
-    # the shop's qanat.yaml raises for the gateway and for catalog's calls to users.
+    # Six clients: more than Envoy's fixed retry-budget floor of 3 concurrent retries. The shop
+    # keeps the defaults: a refused connection is retried without the budget, and its floor
+    # scales with the requests per instance.
     traffic = Traffic(shop.url, paths, clients=6)
     traffic.start()
     try:

@@ -221,6 +221,28 @@ async def test_an_empty_retry_budget_refuses_the_retry(pair: list[Backend]) -> N
         await gw.aclose(timeout=1)
 
 
+async def test_a_try_that_never_reached_an_upstream_needs_no_retry_budget(
+    pair: list[Backend],
+) -> None:
+    """With an empty budget (0 %, no floor), a refused connection is still retried elsewhere
+    (nothing reached an upstream, like Finagle's requeues) while a 503 is not."""
+    a, b = pair
+    dead = {"url": "http://127.0.0.1:1"}
+    gw = await _gateway([{"name": "r", "retry": {"budget_percent": 0, "min_retry_concurrency": 0},
+                          "upstream": {"kind": "static", "targets": [dead, {"url": b.url}]}}])
+    client = await RawClient.connect(gw.port)
+    try:
+        for _ in range(4):
+            reply = await client.request(get("/x"))
+            assert reply.status == 200 and reply.json()["instance"] == "b"
+        state = snapshot(gw._state[1], time.monotonic())["r"]
+        assert state.retry_budget is not None
+        assert (state.retry_budget.refused, state.retry_budget.active_retries) == (0, 0)
+    finally:
+        await client.close()
+        await gw.aclose(timeout=1)
+
+
 async def test_a_streamed_body_over_the_buffer_bound_is_not_resent(pair: list[Backend]) -> None:
     """A PUT streamed past max_buffered_body and reset upstream is answered 502, sent once.
 

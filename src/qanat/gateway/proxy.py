@@ -195,10 +195,12 @@ class Proxy:
                     if (err or status) and retry_allowed(policy, ex.method, again, status, err,
                                                          keyed=keyed):
                         wait = self._retry_after(resp) if resp is not None else None
+                        # never reached an upstream (connect failure ...): no retry budget
+                        unsent = err is not None and not err.request_sent
                         delay = self._backoff(rt, policy, len(tried), start, deadline, clock(),
-                                              wait)
+                                              wait, unsent=unsent)
                         if delay is not None:
-                            reserved = True
+                            reserved = not unsent
                             if resp is not None:
                                 await resp.aclose()
                             await self._sleep(delay)
@@ -219,9 +221,15 @@ class Proxy:
         return None
 
     def _backoff(self, rt: RouteRuntime, policy: RetryPolicy, attempts: int, start: float,
-                 deadline: float, now: float, retry_after: float | None = None) -> float | None:
+                 deadline: float, now: float, retry_after: float | None = None, *,
+                 unsent: bool = False) -> float | None:
         """The wait before the next try, or None: attempts spent, no time, no budget, or
         the upstream asked for a longer pause (``Retry-After``) than ``max_retry_after``.
+
+        ``unsent``: the try never reached an upstream (refused connection, connect
+        timeout, a pooled connection found closed): retrying it adds no work upstream,
+        so it takes nothing from the retry budget (Finagle's "requeues"); attempts and
+        the deadline still bound it.
 
         An upstream's ``Retry-After`` replaces the jittered backoff (Envoy's
         ``rate_limited_retry_back_off``); one over the cap is not waited out
@@ -232,7 +240,7 @@ class Proxy:
         delay = policy.next_delay(attempts, now - start, retry_after, rng=self._rng)
         if delay is None or now + delay >= deadline:
             return None
-        if not rt.budget.try_retry(rt.upstream.size):
+        if not unsent and not rt.budget.try_retry(rt.upstream.size):
             return None
         return delay
 

@@ -218,11 +218,14 @@ class ServiceClient:
                 )
                 if delay is None or clock() + delay >= deadline:
                     break
-                if not budget.try_retry(len(self._endpoints.snapshot or ())):
+                # A call that never reached an instance (refused connection ...) adds no
+                # work there when sent again: no budget for it (Finagle's "requeues").
+                unsent = isinstance(outcome, UpstreamError) and not outcome.request_sent
+                if not unsent and not budget.try_retry(len(self._endpoints.snapshot or ())):
                     if isinstance(outcome, BaseException):
                         outcome.add_note(f"qanat: retry refused, {self.target} retry budget spent")
                     break
-                holding = True
+                holding = not unsent
                 await self._sleep(delay)
                 previous = delay
                 now = clock()
@@ -242,8 +245,9 @@ class ServiceClient:
                     outcome = await self._attempts.send(choice, prepared, deadline, len(tried))
                 except UpstreamError as exc:
                     outcome = exc
-                budget.retry_finished()
-                holding = False
+                if holding:
+                    budget.retry_finished()
+                    holding = False
         finally:
             if holding:
                 budget.retry_finished()
