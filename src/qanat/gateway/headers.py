@@ -154,8 +154,8 @@ def forward_request_headers(
                 tracestate.append((name, value))
     parent, kept = next_traceparent(traceparent)
     xff.append(peer)
+    out.insert(0, (b"host", host))  # first (RFC 9110 §7.2): the pool then scans nothing
     out += (
-        (b"host", host),
         (b"x-forwarded-for", b", ".join([v for v in xff if v]) if len(xff) > 1 else peer),
         (b"x-forwarded-proto", proto),
         (b"x-forwarded-host", host if forwarded_host is None else forwarded_host),
@@ -179,18 +179,18 @@ def forward_response_headers(
     field the upstream's Connection names), the request id echoed, Via added,
     then the route's ``edit``. Names come back lower-case."""
     named: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            named.update(t.strip().lower() for t in value.split(b","))
-    drop = _OWN_RESPONSE | named
     out: HeaderList = []
     via: list[bytes] = []
-    for name, value in headers:
+    for name, value in headers:  # one pass, one lower() per name
         lname = name.lower()
         if lname == b"via":
             via.append(value)
-        elif lname not in drop:
+        elif lname not in _OWN_RESPONSE:
             out.append((lname, value))
+        elif lname == b"connection":
+            named.update(t.strip().lower() for t in value.split(b","))
+    if named:  # fields the upstream's Connection names are hop-by-hop too
+        out = [pair for pair in out if pair[0] not in named]
     via.append(VIA)
     out.append((b"via", b", ".join(via)))
     out.append((b"x-request-id", request_id))

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from qanat.gateway.config import HeaderOps
 from qanat.gateway.headers import (
+    HOP_BY_HOP,
+    VIA,
     HeaderEdit,
     forward_request_headers,
     forward_response_headers,
@@ -156,3 +158,40 @@ def test_the_hand_checked_traceparent_answers_as_the_regex(value: bytes) -> None
         assert m is not None
         assert out[:36] == b"00-" + m.group(1) + b"-" and out[52:] == b"-" + m.group(3)
     assert _TRACEPARENT_RE.fullmatch(out) is not None
+
+
+def _response_headers_reference(headers: list[tuple[bytes, bytes]],
+                                request_id: bytes) -> list[tuple[bytes, bytes]]:
+    """The two-pass definition: Connection-named fields first, then the rest."""
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named.update(t.strip().lower() for t in value.split(b","))
+    drop = HOP_BY_HOP | {b"x-request-id"} | named
+    out, via = [], []
+    for name, value in headers:
+        if name.lower() == b"via":
+            via.append(value)
+        elif name.lower() not in drop:
+            out.append((name.lower(), value))
+    return [*out, (b"via", b", ".join([*via, VIA])), (b"x-request-id", request_id)]
+
+
+@given(st.lists(st.tuples(
+    st.sampled_from([b"Content-Type", b"connection", b"Connection", b"VIA", b"x-a", b"X-B",
+                     b"keep-alive", b"x-request-id", b"etag"]),
+    st.sampled_from([b"x-a", b"X-B, etag", b"close", b"1.1 up", b"v"])), max_size=8))
+def test_forward_response_headers_in_one_pass_matches_the_definition(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    assert forward_response_headers(headers, b"rid") == _response_headers_reference(headers, b"rid")
+
+
+def test_host_goes_first_so_the_pool_has_nothing_to_scan() -> None:
+    """RFC 9110 §7.2: Host first; the pool's ``prepare_headers`` then keeps the list as is."""
+    from qanat.http.wire import NO_BODY, prepare_headers
+
+    out = forward_request_headers([(b"accept", b"*/*"), (b"host", b"old")], (), host=b"api",
+                                  peer=b"10.0.0.9", proto=b"http", request_id=b"rid")
+    assert out[0] == (b"host", b"api") and [n for n, _ in out].count(b"host") == 1
+    assert prepare_headers(out, "10.0.0.1", 80, NO_BODY, 0)[0] is out
