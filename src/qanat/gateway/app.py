@@ -37,7 +37,7 @@ from qanat.gateway.hardening import Limits, RequestRejected, split_target
 from qanat.gateway.headers import request_id_for
 from qanat.gateway.metrics import Observer
 from qanat.gateway.normalize import normalize_path
-from qanat.gateway.observe import INTERNAL_PREFIX, Note, Observed, RecordingUpstream
+from qanat.gateway.observe import INTERNAL_PREFIX, Note, Observed
 from qanat.gateway.problem import problem
 from qanat.gateway.proxy import Proxy
 from qanat.gateway.request import Request
@@ -124,10 +124,8 @@ class Gateway:
         self, routes: Sequence[RouteInput], previous: Sequence[RouteRuntime]
     ) -> tuple[RouteTable, tuple[RouteRuntime, ...], tuple[str, ...]]:
         table = compile_routes(parse_routes(routes))
-        kind = Upstream if self.observers is None else RecordingUpstream
-
         def make_upstream(cfg: RouteConfig, where: str) -> Upstream:
-            return kind(cfg.upstream, self._resolver, where, clock=self._clock)
+            return Upstream(cfg.upstream, self._resolver, where, clock=self._clock)
 
         runtimes, labels, retired = compile_runtimes(table, previous, make_upstream, self._proxy)
         if closes(retired):
@@ -206,6 +204,7 @@ class Gateway:
         )
         if note is not None:
             note.ex, note.upstream = ex, labels[route.index]
+            ex.note = note
         return await rt.handler(ex)
 
     # -- life cycle -------------------------------------------------------------

@@ -61,8 +61,8 @@ class Exchange:
     """
 
     __slots__ = (
-        "authority", "body", "connection", "headers", "host", "method", "params", "path",
-        "peer", "query", "request_id", "route", "scheme", "state",
+        "authority", "body", "connection", "headers", "host", "method", "note", "params",
+        "path", "peer", "query", "request_id", "route", "scheme", "state",
     )
 
     def __init__(
@@ -96,6 +96,7 @@ class Exchange:
         self.route = route
         self.params = params or {}
         self.state: dict[str, Any] | None = None
+        self.note: Any = None  # observe.Note of an observed request (what metrics report)
 
 
 class Reply:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -49,7 +49,18 @@ INTERNAL = "<internal>"  # /__qanat/ready and /__qanat/health
 Samples = Callable[[], Iterable[tuple[list[str], float]]]
 
 
-@dataclass(slots=True)
+class _HostPort(Protocol):
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+
+def _text(value: str | bytes) -> str:
+    return value if isinstance(value, str) else value.decode("latin-1")
+
+
 class Outcome:
     """One finished request, as the observers see it.
 
@@ -57,20 +68,71 @@ class Outcome:
     runs from routing until the last byte was written. ``instance`` is the
     upstream ``host:port`` that answered (empty when none was picked);
     ``bytes`` is the response body size (-1 when unknown: a stream cut short).
+
+    The request's own fields may be given as the bytes the gateway holds
+    (decoded as Latin-1 when read) and ``instance`` as the target itself
+    (formatted when read): the metrics observer reads none of them, so a
+    request costs it no decoding.
     """
 
-    started: float
-    duration: float
-    request_id: str
-    client: str
-    method: str
-    path: str
-    route: str
-    upstream: str
-    instance: str
-    status: int
-    bytes: int
-    error: str | None  # upstream error kind, see the module docstring
+    __slots__ = ("_client", "_instance", "_method", "_path", "_request_id", "bytes", "duration",
+                 "error", "route", "started", "status", "upstream")
+
+    def __init__(self, started: float, duration: float, request_id: str | bytes,
+                 client: str | bytes, method: str | bytes, path: str | bytes, route: str,
+                 upstream: str, instance: str | _HostPort | None, status: int, bytes: int,
+                 error: str | None) -> None:
+        self.started = started
+        self.duration = duration
+        self._request_id = request_id
+        self._client = client
+        self._method = method
+        self._path = path
+        self.route = route
+        self.upstream = upstream
+        self._instance = instance
+        self.status = status
+        self.bytes = bytes
+        self.error = error  # upstream error kind, see the module docstring
+
+    @property
+    def request_id(self) -> str:
+        return _text(self._request_id)
+
+    @property
+    def client(self) -> str:
+        return _text(self._client)
+
+    @property
+    def method(self) -> str:
+        return _text(self._method)
+
+    @property
+    def path(self) -> str:
+        return _text(self._path)
+
+    @property
+    def instance(self) -> str:
+        i = self._instance
+        if i is None or isinstance(i, str):
+            return i or ""
+        return f"{i.host}:{i.port}"
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.started, self.duration, self.request_id, self.client, self.method,
+                self.path, self.route, self.upstream, self.instance, self.status, self.bytes,
+                self.error)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Outcome) and self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass it replaces
+
+    def __repr__(self) -> str:
+        names = ("started", "duration", "request_id", "client", "method", "path", "route",
+                 "upstream", "instance", "status", "bytes", "error")
+        return "Outcome(" + ", ".join(f"{n}={v!r}" for n, v in zip(names, self._fields(),
+                                                                   strict=True)) + ")"
 
 
 Observer = Callable[[Outcome], None]

@@ -1,23 +1,23 @@
 """Observing requests: what each one learns on its way, and its ``Outcome`` at the end.
 
 ``Observed`` wraps the gateway's routing when it has observers (metrics, the
-access log): a ``Note`` per request, set in a context variable, collects the
-route, the upstream label, the instance ``RecordingUpstream`` chose and the
-error kind of a 5xx the proxy made itself (``proxy._noted``); once the last byte of
-the reply is written, the ``Outcome`` goes to every observer
-(``metrics.py``). Without observers none of this runs.
+access log): a ``Note`` per request, carried by its ``Exchange``
+(``exchange.note``), collects the route, the upstream label, the instance the
+proxy chose and the error kind of a 5xx the proxy made itself
+(``proxy._noted``); once the last byte of the reply is written, the
+``Outcome`` goes to every observer (``metrics.py``). Without observers none
+of this runs.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextvars import ContextVar
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-from qanat.gateway.filters import Exchange, HeaderList, Reply
+from qanat.gateway.filters import Exchange, Reply
 from qanat.gateway.metrics import INTERNAL, UNMATCHED, Observer, Outcome
 from qanat.gateway.request import Request
-from qanat.gateway.upstream import Pick, Refusal, Target, Upstream
+from qanat.gateway.upstream import Target
 
 INTERNAL_PREFIX = b"/__qanat/"
 Router = Callable[[Request, "Note | None"], Awaitable[Reply]]
@@ -31,33 +31,8 @@ class Note:
     def __init__(self) -> None:
         self.ex: Exchange | None = None
         self.upstream = ""
-        self.target: Target | None = None
+        self.target: Target | None = None  # the instance of the last try
         self.error: str | None = None
-
-
-# Per connection task: requests on a connection run one after another, and a
-# filter's own tasks copy the context, so they write to the same note.
-NOTE: ContextVar[Note | None] = ContextVar("qanat_gateway_note", default=None)
-
-
-class RecordingUpstream(Upstream):
-    """An ``Upstream`` that tells the current request's note which target it chose.
-
-    Only ``choose``'s answer is recorded: it may have asked its balancer several
-    times (tried instances, open breakers), and only the ``Pick`` it returns is
-    the instance the try goes to.
-    """
-
-    __slots__ = ()
-
-    def choose(self, headers: HeaderList, tried: Sequence[str], now: float,
-               peer: bytes = b"") -> Pick | Refusal:
-        choice = super().choose(headers, tried, now, peer)
-        if isinstance(choice, Pick):
-            note = NOTE.get()
-            if note is not None:
-                note.target = choice.target
-        return choice
 
 
 class Counted:
@@ -93,7 +68,6 @@ class Observed:
         """Route ``req``; report its ``Outcome`` when the reply is written."""
         started, wall = self._clock(), time.time()
         note = Note()
-        NOTE.set(note)
         self.in_flight += 1
         try:
             reply = await self._route(req, note)
@@ -123,21 +97,18 @@ class Observed:
     def _report(
         self, req: Request, note: Note, status: int, size: int, started: float, wall: float
     ) -> None:
-        ex, target = note.ex, note.target
+        ex = note.ex
         if ex is not None:
             route, path, rid = ex.route.route.name, ex.path, ex.request_id
         else:
             path = req.target.split(b"?", 1)[0]
             route = INTERNAL if path.startswith(INTERNAL_PREFIX) else UNMATCHED
             rid = b""
-        outcome = Outcome(
-            wall, self._clock() - started, rid.decode("latin-1"), req.peer.decode("latin-1"),
-            req.method.decode("latin-1"), path.decode("latin-1"), route,
-            note.upstream or "none", f"{target.host}:{target.port}" if target else "",
-            status, size, note.error,
-        )
+        # bytes and the target as they are: an observer that reads them pays for the text
+        outcome = Outcome(wall, self._clock() - started, rid, req.peer, req.method, path, route,
+                          note.upstream or "none", note.target, status, size, note.error)
         for observer in self.observers:
             observer(outcome)
 
 
-__all__ = ["NOTE", "Counted", "Note", "Observed", "RecordingUpstream"]
+__all__ = ["Counted", "Note", "Observed"]

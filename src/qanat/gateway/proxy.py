@@ -43,7 +43,6 @@ from qanat.gateway.filters import Exchange, HeaderList, Reply
 from qanat.gateway.hardening import RequestRejected
 from qanat.gateway.headers import forward_request_headers, forward_response_headers
 from qanat.gateway.metrics import error_kind
-from qanat.gateway.observe import NOTE
 from qanat.gateway.problem import problem
 from qanat.gateway.replay import replayable
 from qanat.gateway.resilience import call_error, has_idempotency_key, retry_allowed
@@ -91,8 +90,9 @@ class Proxy:
         load = rt.load  # shared with the route's runtime in the next set (live reload)
         if load.in_flight >= limit:
             load.overflow += 1
-            return _noted(problem(503, f"route {rt.route.name!r} has {limit} requests in flight "
-                                  "(max_concurrent)", ex.request_id, slug="route-overloaded"))
+            return _noted(ex, problem(503, f"route {rt.route.name!r} has {limit} requests in "
+                                      "flight (max_concurrent)", ex.request_id,
+                                      slug="route-overloaded"))
         load.in_flight += 1
         try:
             reply = await self._forward(ex, rt)
@@ -158,9 +158,11 @@ class Proxy:
                 now = clock()
                 choice = upstream.choose(ex.headers, tried, now, ex.peer)
                 if isinstance(choice, Refusal):
-                    return _noted(_refusal(ex, choice, name))
+                    return _noted(ex, _refusal(ex, choice, name))
                 target = choice.target
                 tried.append(target.id)
+                if ex.note is not None:  # an observed request: the instance it went to
+                    ex.note.target = target
                 # One try, its pick settled exactly once however it ends. A response of
                 # at most ``buffer`` bytes (by Content-Length) counts as arrived only once
                 # its whole body has (nginx's proxy_buffering): a body cut by the upstream
@@ -207,7 +209,7 @@ class Proxy:
                             continue
                 if resp is None:
                     assert exc is not None
-                    return _noted(self._failure(ex, exc, name))
+                    return _noted(ex, self._failure(ex, exc, name))
                 return _reply(ex, resp, rt.route)
         finally:
             if reserved:  # cancelled while waiting to retry
@@ -262,10 +264,10 @@ class Proxy:
         raise exc
 
 
-def _noted(reply: Reply) -> Reply:
+def _noted(ex: Exchange, reply: Reply) -> Reply:
     """``reply``, a problem the proxy made itself; its error kind goes to the observed
     request's note (the ``kind`` label of ``qanat_gateway_upstream_errors_total``)."""
-    note = NOTE.get()
+    note = ex.note
     if note is not None:
         note.error = error_kind(reply.status, reply.body or b"")
     return reply

@@ -165,3 +165,18 @@ async def test_access_log_batches_lines_until_the_loop_turns() -> None:
         os.close(w)
     paths = [json.loads(line)["path"] for line in got.decode().splitlines()]
     assert paths == [f"/p/{i}" for i in range(100)]
+
+
+def test_an_outcome_of_bytes_reads_as_text() -> None:
+    """The gateway hands over its bytes and the target; readers see the same text as ever."""
+    from qanat.gateway.resolver import Target
+
+    raw = Outcome(1.5, 0.002, b"abc", b"10.0.0.1", b"GET", b"/api/users/1", "users", "users",
+                  Target("u-0", "10.0.0.5", 8001), 200, 12, None)
+    assert raw == Outcome(
+        1.5, 0.002, "abc", "10.0.0.1", "GET", "/api/users/1", "users", "users",
+        "10.0.0.5:8001", 200, 12, None)
+    assert (raw.request_id, raw.client, raw.method, raw.path, raw.instance) == (
+        "abc", "10.0.0.1", "GET", "/api/users/1", "10.0.0.5:8001")
+    assert Outcome(0, 0, b"", b"", b"", b"", "r", "u", None, 404, 0, None).instance == ""
+    assert "instance='10.0.0.5:8001'" in repr(raw)

@@ -10,9 +10,10 @@ import pytest
 from qanat.gateway.app import Gateway
 from qanat.gateway.filters import Exchange, Handler, Reply, register_filter, unregister_filter
 from qanat.gateway.filters_ratelimit import RateLimitConfig, RateLimitFilter
-from qanat.gateway.observe import NOTE, Note, RecordingUpstream
+from qanat.gateway.observe import Note
+from qanat.gateway.proxy import Proxy
 from qanat.gateway.route_runtime import RouteRuntime, RouteState
-from qanat.gateway.upstream import Pick, Refusal
+from qanat.gateway.upstream import Pick
 from qanat.testing import FakeClock, eventually
 
 TARGETS = [{"url": f"http://10.0.0.{i}:80"} for i in (1, 2, 3)]
@@ -212,22 +213,44 @@ async def test_a_closed_rate_limiter_never_reopens_redis(clock: FakeClock) -> No
     assert f.stats() is None  # no Redis client was made
 
 
-async def test_recording_upstream_notes_only_the_chosen_target(clock: FakeClock) -> None:
-    """The note holds the Pick's target; a refusal (every breaker open) notes nothing."""
+async def test_the_note_holds_the_target_tried_and_a_refusal_notes_nothing(
+    clock: FakeClock,
+) -> None:
+    """An observed request's note (``exchange.note``) gets the instance the proxy sent it to;
+    refused by open breakers it gets no instance, and the error kind ``circuit_open``."""
     gw = Gateway([route(upstream=BREAKER)], clock=clock, observers=[])
     try:
-        up = runtime(gw).upstream
-        assert isinstance(up, RecordingUpstream)
-        note = Note()
-        NOTE.set(note)
+        rt = runtime(gw)
+        sent: list[str] = []
+
+        class Answer:
+            status, reason, complete = 204, b"No Content", True  # no body to stream
+            headers: ClassVar[list[tuple[bytes, bytes]]] = []
+
+            async def aclose(self) -> None:
+                return None
+
+        class Pool:
+            async def request(self, *, host: str, port: int, **kw: Any) -> Answer:
+                sent.append(f"{host}:{port}")
+                return Answer()
+
+        async def observed() -> Note:
+            note = Note()
+            ex = Exchange(b"GET", b"/r", b"", [], host=b"h", authority=b"h", peer=b"p",
+                          scheme=b"http", request_id=b"rid", route=rt)
+            ex.note = note
+            await Proxy(Pool(), clock)(ex)  # type: ignore[arg-type]
+            return note
+
         for _ in TARGETS:
-            fail(runtime(gw), clock)
-        note.target = None
-        assert isinstance(up.choose([], [], clock()), Refusal)
-        assert note.target is None
+            fail(rt, clock)
+        note = await observed()
+        assert (note.target, note.error, sent) == (None, "circuit_open", [])
         clock.advance(31)  # half-open: the first target offered gets the trial
-        choice = up.choose([], [], clock())
-        assert isinstance(choice, Pick) and note.target == choice.target
+        note = await observed()
+        assert note.target is not None and sent == [f"{note.target.host}:{note.target.port}"]
+        assert note.error is None
     finally:
         await gw.aclose()
 
