@@ -224,9 +224,9 @@ async def test_an_empty_retry_budget_refuses_the_retry(pair: list[Backend]) -> N
 async def test_a_try_that_never_reached_an_upstream_needs_no_retry_budget(
     pair: list[Backend],
 ) -> None:
-    """With an empty budget (0 %, no floor), a refused connection is still retried elsewhere
-    (nothing reached an upstream, like Finagle's requeues) while a 503 is not."""
-    a, b = pair
+    """With an empty budget (0 %, no floor), a refused connection is still retried elsewhere:
+    nothing reached an upstream (Finagle's requeues). A 503 is not: see the test above."""
+    _, b = pair
     dead = {"url": "http://127.0.0.1:1"}
     gw = await _gateway([{"name": "r", "retry": {"budget_percent": 0, "min_retry_concurrency": 0},
                           "upstream": {"kind": "static", "targets": [dead, {"url": b.url}]}}])
