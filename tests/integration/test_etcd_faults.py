@@ -8,7 +8,6 @@ condition (a watch's snapshots, a task's end) with a deadline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 import aetcd
@@ -16,6 +15,7 @@ import pytest
 from tests.contract.helpers import DEADLINE, Collector
 from tests.contract.registry_contract import ids, inst
 from tests.integration.conftest import PrivateEtcd
+from tests.servers import StreamServer
 
 from qanat.backends.etcd import EtcdConfigStore, EtcdRegistry, WatchCompacted, parse_etcd_url
 from qanat.errors import BackendUnreachable, ConfigError
@@ -264,32 +264,13 @@ async def test_open_on_a_silent_server_is_bounded_by_connect_timeout() -> None:
 
     async def accept_and_say_nothing(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         connections.append(w)
-        try:
-            await reader.read()  # until the client gives up
-        finally:
-            w.close()
+        await reader.read()  # until the client gives up
 
-    server = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with StreamServer(accept_and_say_nothing) as server:
         async with asyncio.timeout(DEADLINE):
-            with pytest.raises(BackendUnreachable, match=str(port)):
-                await EtcdRegistry.open(f"etcd://127.0.0.1:{port}?connect_timeout=1")
+            with pytest.raises(BackendUnreachable, match=str(server.port)):
+                await EtcdRegistry.open(f"etcd://127.0.0.1:{server.port}?connect_timeout=1")
         assert connections, "the client did connect; the server just never answered"
-    finally:
-        server.close()
-        for w in connections:
-            w.close()
-        # Handlers of connections accepted at the last moment close their own writers:
-        # wait for every one, so no transport is left for the garbage collector.
-        name = accept_and_say_nothing.__name__
-        handlers = [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__name__", "") == name]
-        if handlers:
-            await asyncio.wait(handlers, timeout=DEADLINE)
-        for w in connections:
-            with contextlib.suppress(OSError):
-                await w.wait_closed()
-        await server.wait_closed()
 
 
 async def test_calls_while_etcd_is_down_raise_backend_unreachable(

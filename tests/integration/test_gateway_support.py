@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httptools
+from tests.servers import Connections
 
 from qanat.gateway.app import Gateway
 from qanat.gateway.hardening import Limits
@@ -47,10 +48,10 @@ class _Listening:
 
     server: asyncio.Server | None
     port: int
-    transports: set[asyncio.Transport]
+    tracked: Connections  # accepted and not yet lost
 
     def __post_init__(self) -> None:
-        self.server, self.port, self.transports = None, 0, set()
+        self.server, self.port, self.tracked = None, 0, Connections()
 
     async def _listen(self, protocol: Callable[[], asyncio.Protocol]) -> None:
         loop = asyncio.get_running_loop()
@@ -61,13 +62,16 @@ class _Listening:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def transports(self) -> set[asyncio.BaseTransport]:
+        """The connections open now (the live set)."""
+        return self.tracked.open
+
     async def close(self) -> None:
-        """Stop listening and abort every open connection."""
+        """Stop listening and abort every open connection (one accepted while closing too);
+        return once each one is lost."""
         if self.server is not None:
-            self.server.close()
-            for t in list(self.transports):
-                t.abort()
-            await self.server.wait_closed()
+            await self.tracked.close(self.server)
 
 
 class _Tracked(asyncio.Protocol):
@@ -78,10 +82,10 @@ class _Tracked(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: asyncio.Transport = transport  # type: ignore[assignment]
-        self.owner.transports.add(self.transport)
+        self.owner.tracked.made(self.transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.owner.transports.discard(self.transport)
+        self.owner.tracked.lost(self.transport)
 
 
 # -- UpstreamServer: raw records, slow paths, big bodies -----------------------------------

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
+from tests.servers import StreamServer
 
 from qanat.backends.redis_ratelimit import RedisRateLimiter
 from qanat.testing import FakeClock, free_port
@@ -162,25 +163,17 @@ class Proxy:
         target = urlsplit(redis_url)
         self.target = (target.hostname or "127.0.0.1", target.port or 6379)
         self.forward = True
-        self.server: asyncio.Server | None = None
-        self.tasks: set[asyncio.Task[object]] = set()
-        self.writers: list[asyncio.StreamWriter] = []
+        self.server = StreamServer(self._client)
 
     async def start(self) -> int:
-        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
+        await self.server.start()
+        return self.server.port
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.tasks.add(task)
-        self.writers.append(writer)
         if not self.forward:
             await reader.read()  # swallow until the client gives up and closes
-            writer.close()
             return
         up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self.writers.append(up_writer)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             while data := await src.read(65536):
@@ -188,17 +181,16 @@ class Proxy:
                 await dst.drain()
             dst.close()
 
-        await asyncio.gather(
-            pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
-        )
+        try:
+            await asyncio.gather(
+                pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
+            )
+        finally:
+            up_writer.transport.abort()  # the server closes its own side; this one is ours
 
     async def close(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for w in self.writers:
-            w.close()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.server.wait_closed()
+        """Stop listening and end every connection (the StreamServer awaits the handlers)."""
+        await self.server.aclose()
 
 
 @pytest.fixture
@@ -211,8 +203,7 @@ async def proxy(redis_url: str) -> AsyncIterator[Proxy]:
 
 async def test_slow_redis_falls_back_then_recovers(proxy: Proxy, redis_prefix: str) -> None:
     """A Redis that stops answering costs one timeout, then local answers until a probe."""
-    assert proxy.server is not None
-    port = proxy.server.sockets[0].getsockname()[1]
+    port = proxy.server.port
     clock = FakeClock()
     limiter = RedisRateLimiter.from_url(
         f"redis://127.0.0.1:{port}/0",

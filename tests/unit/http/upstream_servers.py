@@ -14,6 +14,8 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+from tests.servers import StreamServer
+
 from qanat.testing import eventually as _eventually
 from qanat.testing import free_port
 
@@ -83,25 +85,20 @@ class Upstream:
     accepted: int = 0
     closed: int = 0  # connections that ended (either side)
     received: list[Received] = field(default_factory=list)
-    _server: asyncio.Server | None = None
+    _server: StreamServer | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     port: int = 0
 
     async def __aenter__(self) -> Upstream:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=1 << 20)
-        self.port = int(self._server.sockets[0].getsockname()[1])
+        self._server = await StreamServer(self._serve, limit=1 << 20).start()
+        self.port = self._server.port
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        """Stop listening; end every connection, including handlers still running."""
         assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        await self._server.aclose()
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         """Wait until ``predicate()`` holds, re-checking after every server event."""
@@ -114,9 +111,7 @@ class Upstream:
         self._changed.set()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+        """One connection (the StreamServer closes the writer when this returns)."""
         self.accepted += 1
         number = self.accepted
         self._notify()
@@ -131,12 +126,7 @@ class Upstream:
                 await self.handler(req, ex)
                 if not ex.keep_open:
                     break
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            pass  # our own teardown; a cancelled task here makes asyncio log noise
         finally:
-            self._tasks.discard(task)
             writer.close()
             self.closed += 1
             self._notify()

@@ -13,6 +13,7 @@ import pytest
 import structlog
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
+from tests.servers import StreamServer
 
 from qanat.backends import open_registry
 from qanat.ports import Instance
@@ -44,10 +45,8 @@ async def upstream() -> AsyncIterator[int]:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    yield server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
+    async with StreamServer(handle) as server:
+        yield server.port
 
 
 def sample(service: Service, name: str, **labels: str) -> float | None:

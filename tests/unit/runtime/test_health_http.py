@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
+from tests.servers import StreamServer
 from tests.unit.runtime.health_support import until_health
 
 from qanat.backends.memory import MemoryRegistry
@@ -28,7 +29,7 @@ async def server(mode: list[Mode]) -> AsyncIterator[int]:
     closes; ``(bytes, "stall")`` writes the bytes and then sends nothing more;
     ``(bytes, "endless")`` writes the bytes, then body data until the client leaves.
     """
-    stop = asyncio.Event()
+    stop = asyncio.Event()  # never set: "hang" and "stall" wait until the server closes
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -50,13 +51,8 @@ async def server(mode: list[Mode]) -> AsyncIterator[int]:
             await writer.drain()
         writer.close()
 
-    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield srv.sockets[0].getsockname()[1]
-    finally:
-        stop.set()
-        srv.close()
-        await srv.wait_closed()
+    async with StreamServer(handle) as srv:  # closing it cancels the handlers still waiting
+        yield srv.port
 
 
 async def probe(answer: Mode, timeout: float = 2.0) -> tuple[Health, str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.servers import StreamServer
 from tests.unit.security.security_keys import NOW, claims, ec_key, jwk_of, rsa_key, sign
 
 from qanat.security import (
@@ -155,10 +156,8 @@ async def jwks_server() -> AsyncIterator[tuple[str, dict[str, Any]]]:
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    async with server:
-        yield f"http://127.0.0.1:{port}/.well-known/jwks.json", state
+    async with StreamServer(handle) as server:
+        yield f"http://127.0.0.1:{server.port}/.well-known/jwks.json", state
 
 
 async def test_rotation_through_http(jwks_server: tuple[str, dict[str, Any]]) -> None:
