@@ -6,51 +6,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from tests.unit.gateway.writer_support import Conn
+from tests.unit.gateway.writer_support import request as _req
 
 from qanat.gateway.filters import Reply
-from qanat.gateway.hardening import Head
 from qanat.gateway.metrics import Outcome
 from qanat.gateway.observe import Note, Observed
 from qanat.gateway.request import Request
 from qanat.gateway.writer import write_reply
 from qanat.testing import FakeClock
-
-
-class Recorder:
-    """A transport that records each write."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(bytes(data))
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-
-class Conn:
-    def __init__(self) -> None:
-        self.transport = Recorder()
-        self.aborted = False
-
-    def abort(self) -> None:
-        self.aborted = True
-
-    async def drain(self) -> None:
-        return None
-
-    def send(self, data: bytes) -> None:  # HttpProtocol defers it to the end of the turn
-        self.transport.write(data)
-
-    def write(self, data: bytes) -> None:
-        self.transport.write(data)
-
-
-def _req() -> Request:
-    head = Head(b"h", None, False, False, ())
-    return Request(b"GET", b"/", [(b"host", b"h")], head, "1.1", True, None, b"1.2.3.4", b"http")
 
 
 async def test_a_body_reply_calls_done_once_after_its_bytes_are_written() -> None:

@@ -10,10 +10,10 @@ import httptools
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.unit.gateway.writer_support import Conn
+from tests.unit.gateway.writer_support import request as _req
 
 from qanat.gateway.filters import Reply
-from qanat.gateway.hardening import Head
-from qanat.gateway.request import Request
 from qanat.gateway.writer import take_ready, write_reply, write_whole
 
 
@@ -152,45 +152,6 @@ async def _drive(plan: list[tuple[bytes, bool]], limit: int) -> list[bytes]:
         return out
     finally:
         helper.cancel()
-
-
-class Recorder:
-    """A transport that records each write call."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(bytes(data))
-
-    def writelines(self, data: Any) -> None:
-        self.writes.append(b"".join(data))
-
-    def is_closing(self) -> bool:
-        return False
-
-
-class Conn:
-    def __init__(self) -> None:
-        self.transport = Recorder()
-        self.aborted = False
-
-    def abort(self) -> None:
-        self.aborted = True
-
-    async def drain(self) -> None:
-        return None
-
-    def send(self, data: bytes) -> None:  # HttpProtocol defers it to the end of the turn
-        self.transport.write(data)
-
-    def write(self, data: bytes) -> None:
-        self.transport.write(data)
-
-
-def _req(version: str = "1.1", method: bytes = b"GET") -> Request:
-    head = Head(b"h", None, False, False, ())
-    return Request(method, b"/", [(b"host", b"h")], head, version, True, None, b"1.2.3.4", b"http")
 
 
 def _parse(raw: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
