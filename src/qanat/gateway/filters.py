@@ -38,10 +38,14 @@ def without_identity(headers: HeaderList) -> HeaderList:
     """``headers`` minus every identity header (the same list when there is none).
 
     Only names starting with ``x``/``X`` can match, so the common request costs
-    one slice comparison per header and no copy.
+    a slice comparison or two per header and no copy (``name[:1] in b"xX"``
+    would cost more: CPython first tries the operand as an int and formats a
+    TypeError it then drops).
     """
     for name, _ in headers:
-        if name[:1] in b"xX" and name.lower().startswith(IDENTITY_HEADER_PREFIXES):
+        first = name[:1]
+        if ((first == b"x" or first == b"X")
+                and name.lower().startswith(IDENTITY_HEADER_PREFIXES)):
             return [
                 (k, v) for k, v in headers
                 if not k.lower().startswith(IDENTITY_HEADER_PREFIXES)

@@ -44,8 +44,8 @@ def encode_head(method: bytes, target: bytes, headers: Sequence[Header]) -> byte
     if (
         head.count(b"\n") != lines
         or head.count(b"\r") != lines
-        or b" " in target
-        or b" " in method
+        or target.find(b" ") >= 0  # not ``b" " in``: that formats and drops a TypeError
+        or method.find(b" ") >= 0
     ):
         _explain_bad_head(method, target, headers)
     return head
