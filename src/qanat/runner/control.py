@@ -8,6 +8,7 @@ Requests: ``{"cmd": "status"}``, ``{"cmd": "scale", "service": S, "replicas": N}
 from __future__ import annotations
 
 import asyncio
+import asyncio.selector_events
 import contextlib
 import hashlib
 import json
@@ -32,10 +33,11 @@ def socket_path(state_dir: Path) -> Path:
 
 
 class ControlServer:
-    """The listening control socket and the requests it is answering.
+    """The listening control socket and the connections it accepted.
 
-    ``aclose`` stops listening, lets requests being answered finish (a
-    ``down`` answers only once everything has stopped), then removes the
+    ``aclose`` stops accepting, lets requests being answered finish (a ``down``
+    answers only once everything has stopped) for a grace period, cancels the
+    handlers still running after it, closes every connection, then removes the
     socket file, so a ``qanat down`` that got its answer knows the system is gone.
     """
 
@@ -43,20 +45,84 @@ class ControlServer:
         self.path = path
         self._handler = handler
         self._server: asyncio.AbstractServer | None = None
-        self._active: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}  # each accepted
+        self._answering = 0
+        self._closing = False
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # left by a supervisor that was killed; none answers on it
-        self._server = await asyncio.start_unix_server(self._on_client, path=str(self.path))
+        self._server = await asyncio.start_unix_server(self._accepted, path=str(self.path))
 
-    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._active.add(task)
+    @property
+    def answering(self) -> int:
+        """Requests being answered now (read, reply not yet written)."""
+        return self._answering
+
+    @property
+    def connections(self) -> int:
+        """Connections accepted and not yet closed."""
+        return len(self._connections)
+
+    async def aclose(self, grace: float = 5.0) -> None:
+        """Stop accepting; give the answers under way ``grace`` s, then cancel them; return
+        once every accepted connection is closed, and remove the socket file."""
+        self._closing = True
+        if self._server is not None:
+            server, self._server = self._server, None
+            await _stop_accepting(server)
+            server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        current = asyncio.current_task()  # a handler may close the server: never wait on it
+        while others := self._connections.keys() - {current}:
+            _, late = await asyncio.wait(others, timeout=max(0.0, deadline - loop.time()))
+            writers = [self._connections[task] for task in late]
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            for writer in writers:  # a task cancelled before its first step closed nothing
+                writer.transport.abort()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Called from ``connection_made``: the connection is served by a task this server owns."""
+        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
+        self._connections[task] = writer
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        del self._connections[task]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer one request, then close; a connection accepted while closing is just closed."""
         try:
-            line = await reader.readline()
+            if not self._closing:
+                await self._answer(reader, writer)
+            writer.close()  # after the reply is flushed
+        except (ConnectionError, asyncio.IncompleteReadError):
+            writer.transport.abort()  # the asking command went away (Ctrl-C): nothing to answer
+        except asyncio.CancelledError:
+            writer.transport.abort()  # still running after the grace: the reply may never drain
+            raise
+        except Exception as exc:
+            writer.transport.abort()
+            asyncio.get_running_loop().call_exception_handler({
+                "message": "the control socket's handler failed",
+                "exception": exc, "transport": writer.transport,
+            })
+        finally:
+            with contextlib.suppress(OSError):  # the error a lost connection ended with
+                await writer.wait_closed()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = await reader.readline()
+        self._answering += 1
+        try:
             try:
                 request = json.loads(line)
                 if not isinstance(request, dict):
@@ -66,27 +132,27 @@ class ControlServer:
                 reply = {"ok": False, "error": str(exc)}
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the asking command went away (Ctrl-C): nothing to answer
         finally:
-            writer.close()
-            self._active.discard(task)
+            self._answering -= 1
 
-    @property
-    def answering(self) -> int:
-        """Requests being answered now."""
-        return len(self._active)
 
-    async def aclose(self, grace: float = 5.0) -> None:
-        """Stop listening, finish the answers under way (at most ``grace`` s), remove the file."""
-        if self._server is not None:
-            self._server.close()
-        current = asyncio.current_task()
-        others = [t for t in self._active if t is not current]
-        if others:
-            await asyncio.wait(others, timeout=grace)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+async def _stop_accepting(server: asyncio.AbstractServer) -> None:
+    """Stop accepting before ``close()``, letting accepts under way finish.
+
+    On asyncio's selector loop (Python 3.11) a connection accepted in the turn
+    before ``close()`` is wrapped in its transport a turn later; closing in
+    between drops the half-built transport with its socket open (CPython
+    gh-109564). So the listening socket stops being watched first, and two
+    turns pass: such a connection arrives, finds the server closing and is
+    closed. (The same as ``qanat.gateway.server``'s; uvloop builds the
+    transport in the accept itself.)
+    """
+    loop = asyncio.get_running_loop()
+    if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+        for sock in getattr(server, "sockets", ()):
+            loop.remove_reader(sock.fileno())
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
 
 
 async def serve(state_dir: Path, handler: Handler) -> ControlServer:
