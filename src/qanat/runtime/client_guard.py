@@ -24,6 +24,12 @@ The policy order (``docs/policies.md``) is kept inside every attempt::
 
 The slot is given back and the outcome recorded when the attempt settles
 (``client_attempt.Attempts.send``), exactly once.
+
+``stats`` reports both components' own stats and how many of this client's
+attempts each one refused (the throttle and the bulkhead are the policy's
+objects, shared with the policy used as a decorator; the refusals counted
+here are the client's only, the deadline ones included, which the bulkhead
+cannot tell from a cancellation). The counts move only on a refusal.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ _REFUSED = 429  # Too Many Requests: an answer, but the backend refusing for loa
 class TargetGuard:
     """The throttle and the bulkhead of one target (either may be None, not both)."""
 
-    __slots__ = ("_clock", "bulkhead", "target", "throttle")
+    __slots__ = ("_clock", "_no_slot", "_shed", "bulkhead", "target", "throttle")
 
     def __init__(
         self,
@@ -57,6 +63,8 @@ class TargetGuard:
         self.throttle = throttle
         self.bulkhead = bulkhead
         self._clock = clock
+        self._shed = 0  # attempts the throttle refused
+        self._no_slot = 0  # attempts refused for want of a bulkhead slot
 
     async def admit(
         self,
@@ -73,6 +81,7 @@ class TargetGuard:
         now = self._clock()
         throttle = self.throttle
         if throttle is not None and not throttle.allow(now):
+            self._shed += 1
             raise Overloaded(
                 f"{self.target}: shed by adaptive throttling, the instances are refusing "
                 f"calls (reject probability now {throttle.reject_probability(now):.2f}); "
@@ -95,9 +104,11 @@ class TargetGuard:
         try:
             async with asyncio.timeout(max(0.0, left)):
                 await bulkhead.acquire()
-        except Overloaded as exc:
+        except Overloaded as exc:  # the queue was full, or max_wait passed
+            self._no_slot += 1
             raise Overloaded(f"{self.target}: {_what(prepared)} was not sent: {exc}") from None
         except TimeoutError:
+            self._no_slot += 1
             raise Overloaded(
                 f"{self.target}: no bulkhead slot came before the call's deadline "
                 f"({_limits(bulkhead)}); {_what(prepared)} was not sent"
@@ -112,10 +123,13 @@ class TargetGuard:
             self.bulkhead.release()
 
     def stats(self, now: float) -> dict[str, Any]:
-        """The bulkhead's and the throttle's stats (None for the one the target lacks)."""
+        """The bulkhead's and the throttle's stats (None for the one the target lacks), and
+        ``refused``: how many of this client's attempts each refused, by ``"bulkhead"`` and
+        ``"throttle"``."""
         return {
             "bulkhead": None if self.bulkhead is None else self.bulkhead.stats(),
             "throttle": None if self.throttle is None else self.throttle.stats(now),
+            "refused": {"bulkhead": self._no_slot, "throttle": self._shed},
         }
 
 

@@ -1,4 +1,5 @@
-"""Outgoing-side metrics of a service: breaker states and pool statistics, read on scrape."""
+"""Outgoing-side metrics of a service: breaker states, bulkheads, adaptive throttles and pool
+statistics, read on scrape."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,8 +18,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from tests.servers import StreamServer
 
 from qanat.backends import open_registry
+from qanat.errors import Overloaded
 from qanat.ports import Instance
+from qanat.runner.env import InstanceEnv
 from qanat.runtime.service import Service
+from qanat.testing import free_port
+from qanat.testing import eventually
 
 
 @pytest.fixture(autouse=True)
@@ -36,14 +42,9 @@ async def upstream() -> AsyncIterator[int]:
     """A real keep-alive HTTP/1.1 server answering 200 'ok' to every request; yields its port."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while await reader.readuntil(b"\r\n\r\n"):
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+        while await reader.readuntil(b"\r\n\r\n"):  # until the client closes
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
 
     async with StreamServer(handle) as server:
         yield server.port
@@ -93,10 +94,7 @@ async def test_an_open_breaker_shows_as_open() -> None:
     service = Service(app, "orders", registry_url=url, tracer_provider=TracerProvider(),
                       json_logs=False)  # fmt: skip
     catalog = service.client("catalog")
-    dead = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-    port = dead.sockets[0].getsockname()[1]
-    dead.close()
-    await dead.wait_closed()  # nothing listens on the port now: connections are refused
+    port = free_port()  # nothing listens there: connections are refused
     registry = await open_registry(url)
     await registry.register(Instance("catalog-0", "catalog", "127.0.0.1", port), ttl=30)
     async with app.router.lifespan_context(app):
@@ -112,3 +110,166 @@ async def test_an_open_breaker_shows_as_open() -> None:
                 break
         assert state == 1.0, threshold
     await registry.close()
+
+
+# -- bulkheads and adaptive throttles, from the topology's policies ----------------------
+
+TOPOLOGY = """\
+name: shop
+services:
+  orders:
+    app: orders.app:app
+policies:
+  bulkheads:
+    one: {maxConcurrent: 1, maxQueue: 1}
+  throttles:
+    sre: {k: 2, window: 1m}
+  targets:
+    services:
+      catalog: {bulkhead: one}
+      risk: {throttle: sre}
+"""
+
+BULKHEAD = (
+    "qanat_client_bulkhead_in_use",
+    "qanat_client_bulkhead_max_concurrent",
+    "qanat_client_bulkhead_queued",
+    "qanat_client_bulkhead_max_queue",
+    "qanat_client_bulkhead_rejected_total",
+)
+THROTTLE = ("qanat_client_throttle_rejected_total", "qanat_client_throttle_reject_ratio")
+
+
+def run_by_qanat(tmp_path: Path, url: str) -> Service:
+    """``orders`` as ``qanat up`` runs it: its env names the topology, whose policies give
+    ``catalog`` a bulkhead (one slot, one place in the queue) and ``risk`` a throttle."""
+    topology = tmp_path / "qanat.yaml"
+    topology.write_text(TOPOLOGY)
+    env = InstanceEnv(service="orders", instance_id="orders-0", host="127.0.0.1", port=1,
+                      registry=url, config=url, events="", database_url="",
+                      state_dir=str(tmp_path), topology=str(topology))  # fmt: skip
+    return Service(FastAPI(), "orders", env=env, tracer_provider=TracerProvider(),
+                   json_logs=False)  # fmt: skip
+
+
+class Gate:
+    """A keep-alive HTTP/1.1 server that holds each request until ``open`` is set, then
+    answers 200; ``arrived`` counts the requests it read."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.arrived = 0
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.readuntil(b"\r\n\r\n"):
+            self.arrived += 1
+            await self.open.wait()
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+
+
+class Refusing:
+    """A keep-alive HTTP/1.1 server answering 429 (refusing for load) to every request."""
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.readuntil(b"\r\n\r\n"):
+            self.received += 1
+            writer.write(b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 4\r\n\r\nbusy")
+            await writer.drain()
+
+
+async def scrape(service: Service) -> str:
+    transport = httpx.ASGITransport(app=service.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+        return (await client.get("/metrics")).text
+
+
+def values(service: Service, names: tuple[str, ...], target: str) -> list[float | None]:
+    return [sample(service, name, target=target) for name in names]
+
+
+async def test_bulkhead_slots_queue_and_refusals_are_scraped(tmp_path: Path) -> None:
+    """One slot, one place in the queue: while a call holds the slot, a call whose deadline
+    passes in the queue and a call that finds the queue full are refused; the scrape shows
+    the slot in use, the queued call, both limits and the two refusals, then the slot and
+    the queue emptied; a target without a bulkhead has no bulkhead series."""
+    url = f"memory://{uuid.uuid4().hex}"
+    service = run_by_qanat(tmp_path, url)
+    catalog, _ = service.client("catalog"), service.client("risk")
+    gate = Gate()
+    registry = await open_registry(url)
+    async with StreamServer(gate) as server:
+        await registry.register(Instance("catalog-0", "catalog", "127.0.0.1", server.port),
+                                ttl=30)  # fmt: skip
+        async with service.app.router.lifespan_context(service.app):
+            assert service.discovery is not None
+            await service.discovery.wait_ready("catalog")
+            before = values(service, BULKHEAD, "catalog")
+            holder = asyncio.create_task(catalog.get("/hold"))
+            await eventually(lambda: gate.arrived == 1, what="the first call at the upstream")
+            with pytest.raises(Overloaded, match="deadline"):
+                await catalog.get("/late", timeout=0.05)  # queued, then out of time
+            queued = asyncio.create_task(catalog.get("/queued"))
+            in_queue = "qanat_client_bulkhead_queued"
+            await eventually(
+                lambda: sample(service, in_queue, target="catalog") == 1.0,
+                what="the second call queued",
+            )
+            with pytest.raises(Overloaded, match="full"):
+                await catalog.get("/full")
+            during = values(service, BULKHEAD, "catalog")
+            text = await scrape(service)
+            gate.open.set()
+            assert (await holder).status == 200 and (await queued).status == 200
+            after = values(service, BULKHEAD, "catalog")
+            risk = values(service, BULKHEAD, "risk")
+    await registry.close()
+    assert before == [0.0, 1.0, 0.0, 1.0, 0.0]
+    assert during == [1.0, 1.0, 1.0, 1.0, 2.0]
+    assert after == [0.0, 1.0, 0.0, 1.0, 2.0]
+    assert gate.arrived == 2  # the refused calls were never sent
+    assert risk == [None] * len(BULKHEAD)
+    assert 'qanat_client_bulkhead_rejected_total{service="orders",target="catalog"} 2.0' in text
+    assert "# TYPE qanat_client_bulkhead_rejected_total counter" in text
+    assert "# TYPE qanat_client_bulkhead_in_use gauge" in text
+
+
+async def test_throttle_sheds_and_reject_ratio_are_scraped(tmp_path: Path) -> None:
+    """An instance answering 429 to everything: the throttle starts shedding; the scrape
+    counts exactly the attempts shed and shows the SRE reject probability, n / (n + 1) after
+    n attempts none accepted (k = 2); a target without a throttle has no throttle series."""
+    url = f"memory://{uuid.uuid4().hex}"
+    service = run_by_qanat(tmp_path, url)
+    risk, _ = service.client("risk"), service.client("catalog")
+    refusing = Refusing()
+    registry = await open_registry(url)
+    async with StreamServer(refusing) as server:
+        await registry.register(Instance("risk-0", "risk", "127.0.0.1", server.port), ttl=30)
+        async with service.app.router.lifespan_context(service.app):
+            assert service.discovery is not None
+            await service.discovery.wait_ready("risk")
+            before = values(service, THROTTLE, "risk")
+            sent = shed = 0
+            for _ in range(200):  # the chance of shedding grows to n / (n + 1)
+                try:
+                    assert (await risk.get("/score")).status == 429  # not retried
+                    sent += 1
+                except Overloaded:
+                    shed += 1
+                    if shed == 3:
+                        break
+            rejected, ratio = values(service, THROTTLE, "risk")
+            catalog = values(service, THROTTLE, "catalog")
+            text = await scrape(service)
+    await registry.close()
+    n = sent + shed  # a shed attempt counts as a request not accepted, as in the SRE book
+    assert before == [0.0, 0.0]
+    assert shed == 3 and refusing.received == sent
+    assert rejected == 3.0
+    assert ratio == pytest.approx(n / (n + 1))
+    assert catalog == [None, None]
+    assert "# TYPE qanat_client_throttle_rejected_total counter" in text
+    assert "# TYPE qanat_client_throttle_reject_ratio gauge" in text
