@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
+from tests.servers import StreamServer
 
 from qanat.gateway.app import Gateway
 from qanat.gateway.metrics import Outcome
-from qanat.testing import eventually
+from qanat.testing import eventually, free_port
 
 # An upstream 503 whose body looks like one of our problems: it must not count as ours.
 LOOKALIKE = b'{"type":"urn:qanat:problem:bad-gateway"}'
@@ -23,18 +23,10 @@ async def answer_503(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
         await writer.drain()
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port  # nothing listens: connecting is refused
-
-
 @pytest.fixture
 async def busy_port() -> AsyncIterator[int]:
-    server = await asyncio.start_server(answer_503, "127.0.0.1", 0)
-    yield server.sockets[0].getsockname()[1]
-    server.close()
+    async with StreamServer(answer_503) as server:
+        yield server.port
 
 
 async def get(port: int, path: bytes) -> bytes:
@@ -49,9 +41,10 @@ async def test_error_kinds_come_from_the_proxy_not_from_upstream_bodies(busy_por
     """A refused connect is noted ``bad_gateway``; an upstream's own 503 has no error kind
     and is not counted as an answer the gateway made (``rejected``)."""
     seen: list[Outcome] = []
+    refused = free_port()  # nothing listens there
     routes = [
         {"name": "dead", "match": {"prefix": "/dead"},
-         "upstream": {"kind": "static", "targets": [{"url": f"http://127.0.0.1:{closed_port()}"}]}},
+         "upstream": {"kind": "static", "targets": [{"url": f"http://127.0.0.1:{refused}"}]}},
         {"name": "busy", "match": {"prefix": "/busy"},
          "upstream": {"kind": "static", "targets": [{"url": f"http://127.0.0.1:{busy_port}"}]}},
     ]

@@ -7,9 +7,10 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from upstream_servers import eventually
+from tests.servers import StreamServer
 
 from qanat.http import HttpPool
+from qanat.testing import eventually
 
 H = [(b"host", b"test")]
 MiB = 1 << 20
@@ -20,7 +21,8 @@ Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 @contextlib.asynccontextmanager
 async def raw_server(serve: Serve, rcvbuf: int | None = None) -> AsyncIterator[int]:
-    """Serve on a free port; on exit wait for every connection handler to finish.
+    """Serve on a free port; on exit wait for every connection handler to finish (one that
+    raised fails the test), then close the server.
 
     With ``rcvbuf`` accepted sockets get a small fixed receive buffer (no
     autotuning), so the kernel cannot hide a missing back-pressure.
@@ -31,6 +33,7 @@ async def raw_server(serve: Serve, rcvbuf: int | None = None) -> AsyncIterator[i
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.bind(("127.0.0.1", 0))
     handlers: list[asyncio.Task[None]] = []
+    failures: list[Exception] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -38,13 +41,14 @@ async def raw_server(serve: Serve, rcvbuf: int | None = None) -> AsyncIterator[i
         handlers.append(task)
         try:
             await serve(reader, writer)
-        finally:
-            writer.close()
+        except Exception as exc:  # StreamServer would only report it
+            failures.append(exc)
 
-    server = await asyncio.start_server(handle, sock=sock)
-    async with server:
-        yield int(sock.getsockname()[1])
+    async with StreamServer(handle, sock=sock) as server:
+        yield server.port
         await asyncio.wait_for(asyncio.gather(*handlers), 10)
+    if failures:
+        raise failures[0]
 
 
 async def test_large_response_body_is_bounded_in_memory() -> None:

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from upstream_servers import Exchange, Handler, Received, Upstream, eventually, response
+from upstream_servers import Exchange, Handler, Received, Upstream, response
 
 from qanat.http import (
     BodyTooLarge,
@@ -17,6 +17,7 @@ from qanat.http import (
     UpstreamResponse,
     UpstreamTimeout,
 )
+from qanat.testing import eventually
 
 H = [(b"host", b"test")]
 

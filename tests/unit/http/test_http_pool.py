@@ -10,7 +10,6 @@ from upstream_servers import (
     Exchange,
     Received,
     Upstream,
-    eventually,
     response,
     silent_port,
     until_client_closes,
@@ -25,6 +24,7 @@ from qanat.http import (
     UpstreamTimeout,
     retry_safe,
 )
+from qanat.testing import eventually
 
 H = [(b"host", b"test")]
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from upstream_servers import Exchange, Received, Upstream, eventually
+from upstream_servers import Exchange, Received, Upstream
 
 from qanat.http import HttpPool
+from qanat.testing import eventually
 
 H = [(b"host", b"test")]
 

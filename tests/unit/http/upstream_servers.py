@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 from tests.servers import StreamServer
 
-from qanat.testing import eventually as _eventually
 from qanat.testing import free_port
 
 
@@ -165,11 +164,6 @@ async def read_chunked(reader: asyncio.StreamReader) -> bytes:
             return b"".join(parts)
         parts.append(await reader.readexactly(size))
         await reader.readexactly(2)
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll a client-side condition until it holds (``qanat.testing.eventually``, every 1 ms)."""
-    await _eventually(predicate, timeout=timeout, interval=0.001)
 
 
 @contextlib.asynccontextmanager

@@ -22,8 +22,7 @@ from qanat.errors import Overloaded
 from qanat.ports import Instance
 from qanat.runner.env import InstanceEnv
 from qanat.runtime.service import Service
-from qanat.testing import free_port
-from qanat.testing import eventually
+from qanat.testing import eventually, free_port
 
 
 @pytest.fixture(autouse=True)
