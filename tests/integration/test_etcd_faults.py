@@ -8,19 +8,24 @@ condition (a watch's snapshots, a task's end) with a deadline.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections.abc import AsyncIterator
 
 import aetcd
 import pytest
+from aetcd import rpc
+from grpc.aio import Metadata
 from tests.contract.helpers import DEADLINE, Collector
 from tests.contract.registry_contract import ids, inst
-from tests.integration.conftest import PrivateEtcd
+from tests.integration.conftest import PrivateEtcd, unique_prefix
 from tests.servers import StreamServer
 
+from qanat.backends._etcd import EtcdConnection
 from qanat.backends.etcd import EtcdConfigStore, EtcdRegistry, WatchCompacted, parse_etcd_url
-from qanat.errors import BackendUnreachable, ConfigError
+from qanat.errors import BackendError, BackendUnreachable, ConfigError
 from qanat.ports import Health, Instance
-from qanat.testing import free_port
+from qanat.testing import eventually, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +48,67 @@ async def bump_revision(url: str, writes: int) -> None:
             await store.set(f"filler/{n}", str(n))
     finally:
         await store.close()
+
+
+class Gate:
+    """A TCP front for an etcd: forwards connections, or resets them as a dead server would.
+
+    ``refuse()`` cuts the forwarded connections and resets every new one
+    (counted in ``refused``); ``forward()`` lets connections through again. To a
+    client this is etcd killed and restarted on the same address.
+    """
+
+    def __init__(self, endpoint: str) -> None:
+        host, port = endpoint.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.forwarding = True
+        self.refused = 0
+        self._links: set[asyncio.StreamWriter] = set()
+        self.server = StreamServer(self._serve)
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    def refuse(self) -> None:
+        self.forwarding = False
+        for writer in list(self._links):
+            writer.transport.abort()
+
+    def forward(self) -> None:
+        self.forwarding = True
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.forwarding:
+            self.refused += 1
+            linger = struct.pack("ii", 1, 0)  # close with a reset, as a closed port answers
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._links |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        try:
+            await asyncio.gather(
+                pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
+            )
+        finally:
+            self._links -= {writer, up_writer}
+            up_writer.transport.abort()  # the server closes its own side; this one is ours
+
+    async def __aenter__(self) -> Gate:
+        await self.server.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.refuse()
+        await self.server.aclose()
 
 
 @pytest.fixture
@@ -81,6 +147,43 @@ async def test_keepalive_re_registers_after_etcd_returns_with_wiped_data(
         assert ids(await late.discover("orders")) == ["a", "b"]
     finally:
         await watch.close()
+
+
+async def test_a_registry_opened_right_after_an_outage_answers_at_once(
+    private_etcd: PrivateEtcd, registries: list[EtcdRegistry]
+) -> None:
+    """Opening a registry on an etcd that just came back works, whatever older clients saw.
+
+    Regression: gRPC shares one subchannel per address among a process's
+    channels, so a new registry inherited the reconnect backoff of one that had
+    seen etcd down, and ``open`` failed with "Connection refused" on an etcd
+    that was up again (the flake of the wiped-data test above).
+    """
+    async with Gate(private_etcd.endpoint) as gate:
+        url = f"etcd://{gate.endpoint}?prefix={unique_prefix()}"
+        first = await EtcdRegistry.open(url)
+        registries.append(first)
+        await first.register(inst("a"), ttl=30)
+        watch = Collector(first.watch("orders"))
+        try:
+            await watch.wait_for(lambda s: len(s) >= 1 and ids(s[-1]) == ["a"])
+            gate.refuse()
+            # The watch keeps reconnecting; gRPC's backoff grows with each refusal,
+            # and after six it waits about a second before trying again.
+            await eventually(
+                lambda: gate.refused >= 6,
+                timeout=DEADLINE,
+                what=lambda: f"six refused reconnects (saw {gate.refused}; watch: {watch.error!r})",
+            )
+            gate.forward()
+            late = await EtcdRegistry.open(url)
+            registries.append(late)
+            await late.register(inst("b"), ttl=30)
+            assert ids(await late.discover("orders")) == ["a", "b"]
+            # and the registry that saw the outage rides it out on its own
+            await watch.wait_for(lambda s: ids(s[-1]) == ["a", "b"])
+        finally:
+            await watch.close()
 
 
 async def test_keepalive_rides_out_a_restart_with_the_same_data(
@@ -245,6 +348,30 @@ async def test_config_watch_resumes_after_restart_without_gaps(
 
 
 # -- unreachable servers -------------------------------------------------------
+
+
+def test_a_message_grpc_could_not_send_counts_as_unreachable() -> None:
+    """A stream write that grpc.aio's core could not send (the connection broke under it) is
+    etcd not answering, which watches retry; an INTERNAL answer from etcd stays a refusal."""
+    conn = EtcdConnection(parse_etcd_url("etcd://127.0.0.1:2379"))
+    lost = rpc.AioRpcError(
+        rpc.StatusCode.INTERNAL,
+        Metadata(),
+        Metadata(),
+        details="Internal error from Core",
+        debug_error_string='Failed "execute_batch": (SendMessageOperation,)',
+    )
+    with (
+        pytest.raises(BackendUnreachable, match="did not answer while watching"),
+        conn.mapped("watching"),
+    ):
+        raise lost
+    answered = rpc.AioRpcError(
+        rpc.StatusCode.INTERNAL, Metadata(), Metadata(), details="etcdserver: corrupt cluster"
+    )
+    with pytest.raises(BackendError, match="refused watching") as caught, conn.mapped("watching"):
+        raise answered
+    assert not isinstance(caught.value, BackendUnreachable)
 
 
 async def test_open_on_a_dead_port_fails_fast_with_the_url() -> None:

@@ -27,6 +27,10 @@ from qanat.backends._etcd_util import EtcdSettings, parse_etcd_url
 from qanat.errors import BackendError, BackendUnreachable, WatchCompacted
 
 _UNREACHABLE = {rpc.StatusCode.UNAVAILABLE, rpc.StatusCode.DEADLINE_EXCEEDED}
+# How grpc.aio reports a message its core could not send (the connection broke
+# under a stream's write, e.g. a watch's create request as etcd went away):
+# INTERNAL with these details. etcd never saw the request: it did not answer.
+_SEND_FAILED = (rpc.StatusCode.INTERNAL, "Internal error from Core")
 # Short reconnect backoff in the channel itself: gRPC's default grows to 120 s,
 # far longer than a lease TTL, so a restarted etcd would be noticed too late.
 _CHANNEL_OPTIONS = {
@@ -35,6 +39,11 @@ _CHANNEL_OPTIONS = {
     "grpc.max_reconnect_backoff_ms": 1000,
     "grpc.keepalive_time_ms": 10_000,  # etcd accepts pings every >= 5 s by default
     "grpc.keepalive_timeout_ms": 5_000,
+    # gRPC otherwise shares one subchannel (connection and reconnect backoff) per
+    # address among every channel of the process: a registry opened just after
+    # an outage inherited the backoff of one that had seen etcd down, and its
+    # first call failed with "Connection refused" on an etcd that was up again.
+    "grpc.use_local_subchannel_pool": 1,
 }
 
 
@@ -159,7 +168,7 @@ class EtcdConnection:
                 raise ConnectionClosed(f"the etcd client for {self.url} was closed") from exc
             raise
         except rpc.AioRpcError as exc:
-            if exc.code() in _UNREACHABLE:
+            if exc.code() in _UNREACHABLE or (exc.code(), exc.details()) == _SEND_FAILED:
                 raise BackendUnreachable(
                     f"etcd at {self.url} did not answer while {action}: {exc.details()}"
                 ) from exc
