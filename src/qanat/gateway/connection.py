@@ -51,7 +51,8 @@ class HttpProtocol(asyncio.Protocol):
         self._peer = b""
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._header_bytes = 0
+        self._head_room = 0  # bytes the request head may still take (max_header_bytes)
+        self._max_headers = server.limits.max_headers
         self._in_head = False
         self._current: Request | None = None  # the request whose body is being parsed
         self._queue: deque[Request | RequestRejected] = deque()
@@ -124,27 +125,34 @@ class HttpProtocol(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        limits = self._limits
         self._url = b""
         self._headers = []
-        self._header_bytes = 0
+        self._head_room = limits.max_header_bytes  # bytes of head still allowed
         self._in_head = True
-        self._arm(HEADERS, self._limits.header_timeout)
+        self._deadline_kind = HEADERS
+        self.deadline = self._srv.clock() + limits.header_timeout
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._header_bytes += len(url)
+        self._head_room -= len(url)
         if len(self._url) > self._limits.max_url_bytes:
             self._fail(RequestRejected(414, f"the request target is over "
                                             f"{self._limits.max_url_bytes} bytes"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value) + 4
-        if self._header_bytes > self._limits.max_header_bytes:
+        headers = self._headers
+        self._head_room -= len(name) + len(value) + 4
+        if self._head_room < 0 or len(headers) >= self._max_headers:
+            self._head_too_large()
+        headers.append((name.lower(), value))
+
+    def _head_too_large(self) -> NoReturn:
+        limits = self._limits
+        if self._head_room < 0:
             self._fail(RequestRejected(431, f"the request head is over "
-                                            f"{self._limits.max_header_bytes} bytes"))
-        if len(self._headers) >= self._limits.max_headers:
-            self._fail(RequestRejected(431, f"more than {self._limits.max_headers} header lines"))
-        self._headers.append((name.lower(), value))
+                                            f"{limits.max_header_bytes} bytes"))
+        self._fail(RequestRejected(431, f"more than {limits.max_headers} header lines"))
 
     def on_headers_complete(self) -> None:
         self._in_head = False

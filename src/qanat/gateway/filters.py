@@ -1,11 +1,23 @@
-"""The one calling convention every gateway filter shares, and their registry.
+"""The calling conventions of gateway filters, and their registry.
 
-A filter is an async callable ``(exchange, call_next) -> Reply``, the shape of
-a Starlette middleware or an Envoy HTTP filter reduced to one function: it
-may inspect or edit ``exchange`` (the request, already routed), answer at
-once (a 401, a 429) without calling ``call_next``, or call it and edit the
-``Reply`` on the way back. Filters of a route run in declaration order
-around the proxy, which is the innermost handler.
+A filter comes in one of two shapes:
+
+- **hooks** (what the built-in filters are): an object with ``on_request(exchange)``
+  returning ``None`` to go on, a ``Reply`` to answer at once (a 401, a 429), or
+  an awaitable of either when it must wait (a JWKS fetch, a Redis round trip).
+  Headers for whatever reply the exchange ends with go through
+  ``add_reply_headers`` (rate-limit fields on a 200 as on a 502). The filters
+  of a run of hooks are driven by one loop in one coroutine (Envoy's
+  ``decodeHeaders`` returning Continue or StopIteration), not a coroutine
+  each: on the full benchmark stack that is most of what a filter cost.
+- **around** (a Starlette middleware reduced to one function): an async
+  callable ``(exchange, call_next) -> Reply`` that may edit the exchange,
+  answer without calling ``call_next``, or call it and edit the ``Reply`` on
+  the way back. Any filter can be called this way: ``HookFilter.__call__``
+  adapts the hooks.
+
+Filters of a route run in declaration order around the proxy, which is the
+innermost handler; ``chain`` groups consecutive hook filters into one runner.
 
 A route names its filters in config (``filters: [{name: rate_limit, config:
 {...}}]``); ``register_filter(name, factory)`` makes a name known. A factory
@@ -24,7 +36,15 @@ authentication filter adds them back, with what it verified
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Mapping,
+    Sequence,
+)
 from typing import Any, Protocol
 
 from qanat.errors import ConfigError
@@ -61,12 +81,14 @@ class Exchange:
     the client's, before the gateway's forwarding edits, minus any identity
     header (stripped here, on every request, before any filter runs);
     ``state`` is a dict for filters to share data within the request (None
-    until a filter sets it; ``identity`` holds an authenticated caller).
+    until a filter sets it; ``identity`` holds an authenticated caller);
+    ``reply_headers`` are added to the reply, whoever makes it (see
+    ``add_reply_headers``).
     """
 
     __slots__ = (
         "authority", "body", "connection", "headers", "host", "method", "note", "params",
-        "path", "peer", "query", "request_id", "route", "scheme", "state",
+        "path", "peer", "query", "reply_headers", "request_id", "route", "scheme", "state",
     )
 
     def __init__(
@@ -100,6 +122,7 @@ class Exchange:
         self.route = route
         self.params = params or {}
         self.state: dict[str, Any] | None = None
+        self.reply_headers: HeaderList | None = None
         self.note: Any = None  # observe.Note of an observed request (what metrics report)
 
 
@@ -112,6 +135,9 @@ class Reply:
     stream is sent chunked. ``close`` asks to close the connection after.
     ``done``, a plain callable, is called once after ``release``, however
     writing ended: observers use it, so a reply costs them no coroutine.
+
+    A ``Reply`` is also an awaitable of itself, so a handler that answers at
+    once returns it as it is, without a coroutine.
     """
 
     __slots__ = ("body", "close", "done", "headers", "reason", "release", "status", "stream")
@@ -137,14 +163,52 @@ class Reply:
         self.close = close
         self.done = done
 
+    def __await__(self) -> Generator[Any, None, Reply]:
+        yield from ()  # a generator that ends at once, with the reply as its value
+        return self
+
 
 Handler = Callable[[Exchange], Awaitable[Reply]]
+Verdict = Reply | Awaitable[Reply | None] | None  # what ``on_request`` returns
 
 
 class Filter(Protocol):
     """``async def __call__(exchange, call_next) -> Reply``: the filter signature."""
 
     def __call__(self, exchange: Exchange, call_next: Handler, /) -> Awaitable[Reply]: ...
+
+
+def add_reply_headers(ex: Exchange, headers: HeaderList) -> None:
+    """Have ``headers`` added to the reply ``ex`` ends with, whoever makes it."""
+    if ex.reply_headers is None:
+        ex.reply_headers = list(headers)
+    else:
+        ex.reply_headers += headers
+
+
+def with_reply_headers(ex: Exchange, reply: Reply) -> Reply:
+    """``reply`` with the headers filters asked for (``add_reply_headers``), once."""
+    extra = ex.reply_headers
+    if extra is not None:
+        ex.reply_headers = None
+        reply.headers.extend(extra)
+    return reply
+
+
+class HookFilter:
+    """A filter written as hooks: ``on_request`` decides, and it can still be
+    called the *around* way, ``await f(exchange, call_next)``."""
+
+    def on_request(self, ex: Exchange) -> Verdict:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    async def __call__(self, ex: Exchange, call_next: Handler) -> Reply:
+        verdict = self.on_request(ex)
+        if verdict is not None and verdict.__class__ is not Reply:
+            verdict = await verdict
+        if verdict is not None:
+            return with_reply_headers(ex, verdict)
+        return with_reply_headers(ex, await call_next(ex))
 
 
 FilterFactory = Callable[[Mapping[str, Any], str], Filter]
@@ -197,12 +261,54 @@ def build_filter(name: str, config: Mapping[str, Any], route: str, where: str) -
         raise ConfigError(str(exc), source=f"{where}.config") from None
 
 
-def chain(filters: list[Filter], inner: Handler) -> Handler:
-    """Wrap ``inner`` so ``filters[0]`` runs first (outermost)."""
+def chain(filters: Sequence[Filter], inner: Handler) -> Handler:
+    """Wrap ``inner`` so ``filters[0]`` runs first (outermost).
+
+    Consecutive filters with ``on_request`` hooks share one ``Hooks`` runner;
+    an *around* filter wraps what follows it.
+    """
     handler = inner
-    for f in reversed(filters):
-        handler = _bind(f, handler)
+    end = len(filters)
+    while end > 0:
+        start = end
+        while start > 0 and callable(getattr(filters[start - 1], "on_request", None)):
+            start -= 1
+        if start < end:
+            handler = Hooks(filters[start:end], handler)
+            end = start
+        else:
+            end -= 1
+            handler = _bind(filters[end], handler)
     return handler
+
+
+class Hooks:
+    """Runs the ``on_request`` hooks of consecutive filters in order, then ``inner``.
+
+    One coroutine for the whole run: a hook that answers synchronously, or
+    lets the request go on, costs a plain call. The reply, from a hook or
+    from ``inner``, gets the headers the hooks asked for (``add_reply_headers``).
+    """
+
+    __slots__ = ("_hooks", "_inner")
+
+    def __init__(self, filters: Sequence[Any], inner: Handler) -> None:
+        self._hooks: tuple[Callable[[Exchange], Verdict], ...] = tuple(
+            f.on_request for f in filters)
+        self._inner = inner
+
+    def __call__(self, ex: Exchange) -> Awaitable[Reply]:
+        return self._run(ex)
+
+    async def _run(self, ex: Exchange) -> Reply:
+        for hook in self._hooks:
+            verdict = hook(ex)
+            if verdict is not None:
+                if verdict.__class__ is not Reply:
+                    verdict = await verdict
+                if verdict is not None:
+                    return with_reply_headers(ex, verdict)
+        return with_reply_headers(ex, await self._inner(ex))
 
 
 def _bind(f: Filter, call_next: Handler) -> Handler:
@@ -217,11 +323,16 @@ __all__ = [
     "Filter",
     "FilterFactory",
     "Handler",
+    "HookFilter",
+    "Hooks",
     "Reply",
+    "Verdict",
+    "add_reply_headers",
     "build_filter",
     "chain",
     "register_filter",
     "registered",
     "unregister_filter",
+    "with_reply_headers",
     "without_identity",
 ]

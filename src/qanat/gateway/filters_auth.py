@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from qanat.gateway.filters import Exchange, Handler, HeaderList, Reply, register_filter
+from qanat.gateway.filters import Exchange, HeaderList, HookFilter, Reply, register_filter
 from qanat.security import (
     ApiKeyAuth,
     ApiKeySettings,
@@ -39,7 +39,7 @@ TakeNow = Callable[[HeaderList, bytes], tuple[Identity | AuthFailure, HeaderList
 _MAX_IDENTITIES = 1024  # identities whose headers are remembered per filter
 
 
-class AuthFilter:
+class AuthFilter(HookFilter):
     """Runs ``authenticate(headers, query)``; answers the failure or forwards the identity.
 
     ``query`` is handed over without its leading ``?``; ``strip`` removes
@@ -58,19 +58,30 @@ class AuthFilter:
         self._headers: dict[Identity, HeaderList] = {}
         self._last: tuple[Identity, HeaderList] | None = None  # the same object: no hashing
 
-    async def __call__(self, ex: Exchange, call_next: Handler) -> Reply:
+    def on_request(self, ex: Exchange) -> Reply | Awaitable[Reply | None] | None:
         query = ex.query[1:] if ex.query.startswith(b"?") else ex.query
+        take_now = self._take_now
+        if take_now is not None:
+            now = take_now(ex.headers, query)
+            if now is not None:  # decided without waiting: no coroutine
+                return self._admit(ex, *now)
+        return self._wait(ex, query)
+
+    async def _wait(self, ex: Exchange, query: bytes) -> Reply | None:
         if self._take is not None:
-            now = self._take_now(ex.headers, query) if self._take_now is not None else None
-            result, headers, query = now if now is not None else await self._take(ex.headers,
-                                                                                 query)
-        else:
-            result = await self._authenticate(ex.headers, query)
+            return self._admit(ex, *await self._take(ex.headers, query))
+        result = await self._authenticate(ex.headers, query)
         if isinstance(result, AuthFailure):
-            status, headers, body = challenge(result, request_id=ex.request_id)
-            return Reply(status, headers, body)
-        if self._take is None:
-            headers, query = self._strip(ex.headers, query)
+            return self._admit(ex, result, ex.headers, query)
+        return self._admit(ex, result, *self._strip(ex.headers, query))
+
+    def _admit(self, ex: Exchange, result: Identity | AuthFailure, headers: HeaderList,
+               query: bytes) -> Reply | None:
+        """The failure's answer, or None with the identity on ``ex`` and the
+        credential gone from what goes upstream."""
+        if isinstance(result, AuthFailure):
+            status, challenge_headers, body = challenge(result, request_id=ex.request_id)
+            return Reply(status, challenge_headers, body)
         last = self._last
         if last is not None and last[0] is result:
             extra = last[1]
@@ -88,7 +99,7 @@ class AuthFilter:
         if ex.state is None:
             ex.state = {}
         ex.state["identity"] = result
-        return await call_next(ex)
+        return None
 
 
 def jwt_filter(config: Mapping[str, Any], route: str) -> AuthFilter:

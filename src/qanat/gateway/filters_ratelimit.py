@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -46,7 +46,7 @@ from qanat.core.ratelimit_headers import (
     x_ratelimit,
 )
 from qanat.errors import ConfigError
-from qanat.gateway.filters import Exchange, Handler, Reply, register_filter
+from qanat.gateway.filters import Exchange, HookFilter, Reply, add_reply_headers, register_filter
 from qanat.gateway.problem import problem
 from qanat.gateway.resilience import Duration
 
@@ -117,7 +117,7 @@ def _key_of(kind: str, header: bytes) -> Callable[[Exchange], tuple[str, bytes] 
     return attribute
 
 
-class RateLimitFilter:
+class RateLimitFilter(HookFilter):
     """Admits or refuses each request by its key; ``clock`` drives the local limiters."""
 
     def __init__(self, config: RateLimitConfig, route: str, *,
@@ -209,20 +209,24 @@ class RateLimitFilter:
                 (b"x-ratelimit-remaining", b"%d" % remaining),
                 (b"x-ratelimit-reset", b"%d" % reset)]
 
-    async def __call__(self, ex: Exchange, call_next: Handler) -> Reply:
+    def on_request(self, ex: Exchange) -> Reply | Awaitable[Reply | None] | None:
         key = self._key(ex)
         if self.config.redis is None or self._closed:  # in-process: no coroutine for it
-            d = self.local.allow(key, self._clock())
-        else:
-            d = await self.decide(key)
+            return self._verdict(ex, self.local.allow(key, self._clock()))
+        return self._shared(ex, key)
+
+    async def _shared(self, ex: Exchange, key: tuple[str, bytes] | None) -> Reply | None:
+        return self._verdict(ex, await self.decide(key))
+
+    def _verdict(self, ex: Exchange, d: Decision) -> Reply | None:
+        """The 429 for a refusal; else None, the rate-limit fields to go on the reply."""
         extra = self.headers(d)
         if not d.allowed:
             return problem(429, f"route {self.route!r}: rate limit exceeded; retry after "
                            f"{d.retry_after:.3f}s", ex.request_id, slug="rate-limited",
                            extra_headers=extra)
-        reply = await call_next(ex)
-        reply.headers.extend(extra)
-        return reply
+        add_reply_headers(ex, extra)
+        return None
 
 
 def rate_limit_filter(config: Mapping[str, Any], route: str) -> RateLimitFilter:

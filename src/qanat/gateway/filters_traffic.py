@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from qanat.core.balance import Endpoint, SmoothWeightedRoundRobin
 from qanat.errors import ConfigError
-from qanat.gateway.filters import Exchange, Handler, HeaderList, Reply, register_filter
+from qanat.gateway.filters import Exchange, HeaderList, HookFilter, Reply, register_filter
 from qanat.gateway.problem import problem
 from qanat.gateway.resilience import Duration
 
@@ -179,7 +179,7 @@ class FaultConfig(_Model):
         return self
 
 
-class FaultFilter:
+class FaultFilter(HookFilter):
     """Injects delays and aborts; ``rng`` returns floats in [0, 1), ``sleep`` waits."""
 
     def __init__(
@@ -205,31 +205,38 @@ class FaultFilter:
         return any(k == self._header and (self._value is None or v == self._value)
                    for k, v in headers)
 
-    async def __call__(self, ex: Exchange, call_next: Handler) -> Reply:
+    def on_request(self, ex: Exchange) -> Reply | Awaitable[Reply | None] | None:
         c = self.config
         if not self._applies(ex.headers):
-            return await call_next(ex)
+            return None
         delay = c.delay is not None and self._rng() * 100.0 < c.delay.percentage
         abort = c.abort is not None and self._rng() * 100.0 < c.abort.percentage
         if not (delay or abort):
-            return await call_next(ex)
+            return None
         if c.max_active_faults is not None and self.active >= c.max_active_faults:
             self.overflow += 1  # Envoy's faults_overflow: the request passes untouched
-            return await call_next(ex)
-        self.active += 1
+            return None
+        if delay:
+            return self._delayed(ex, abort)
+        return self._abort(ex)
+
+    async def _delayed(self, ex: Exchange, abort: bool) -> Reply | None:
+        c = self.config
+        self.active += 1  # an active fault is one being waited out
         try:
-            if delay:
-                assert c.delay is not None
-                self.delayed += 1
-                await self._sleep(c.delay.duration)
-            if abort:
-                assert c.abort is not None
-                self.aborted += 1
-                return problem(c.abort.status, f"route {self.route!r}: fault injected (abort)",
-                               ex.request_id, slug="fault-injected")
+            assert c.delay is not None
+            self.delayed += 1
+            await self._sleep(c.delay.duration)
+            return self._abort(ex) if abort else None
         finally:
             self.active -= 1
-        return await call_next(ex)
+
+    def _abort(self, ex: Exchange) -> Reply:
+        c = self.config
+        assert c.abort is not None
+        self.aborted += 1
+        return problem(c.abort.status, f"route {self.route!r}: fault injected (abort)",
+                       ex.request_id, slug="fault-injected")
 
 
 def fault_filter(config: Mapping[str, Any], route: str) -> FaultFilter:

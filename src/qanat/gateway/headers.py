@@ -32,6 +32,7 @@ _OWN_REQUEST = HOP_BY_HOP | {
     b"x-request-id", b"traceparent", b"tracestate", b"expect", b"host",
 }
 _OWN_RESPONSE = HOP_BY_HOP | {b"x-request-id"}
+_OWN_WHOLE_RESPONSE = _OWN_RESPONSE | {b"content-length"}
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 _TRACEPARENT = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE = b"0" * 32
@@ -133,28 +134,34 @@ def forward_request_headers(
     (with a new parent id; else a new trace, dropping tracestate); then applies
     the route's ``edit``.
     """
-    named = frozenset(connection)
+    named = frozenset(connection) if connection else None
     drop = _OWN_REQUEST | named if named else _OWN_REQUEST
-    # One C-level pass keeps the client's fields; the few the gateway rewrites
-    # (usually just Host) are then looked at one by one.
-    out: HeaderList = [pair for pair in headers if pair[0] not in drop]
+    # One pass keeps the client's fields and sets aside the few the gateway
+    # rewrites (usually just Host), which are then looked at one by one.
+    out: HeaderList = [(b"host", host)]  # first (RFC 9110 §7.2): the pool then scans nothing
+    own: HeaderList = []
+    for pair in headers:
+        if pair[0] in drop:
+            own.append(pair)
+        else:
+            out.append(pair)
     xff: list[bytes] = []
     via: list[bytes] = []
     traceparent: bytes | None = None
     tracestate: list[tuple[bytes, bytes]] = []
-    if len(out) != len(headers):
-        for name, value in headers:
-            if name == b"x-forwarded-for":
-                xff.append(value.strip())
-            elif name == b"via":
-                via.append(value.strip())
-            elif name == b"traceparent":
-                traceparent = value if traceparent is None else b"invalid"  # two: invalid
-            elif name == b"tracestate" and name not in named:
-                tracestate.append((name, value))
+    for name, value in own:
+        if name == b"host":
+            continue
+        if name == b"x-forwarded-for":
+            xff.append(value.strip())
+        elif name == b"via":
+            via.append(value.strip())
+        elif name == b"traceparent":
+            traceparent = value if traceparent is None else b"invalid"  # two: invalid
+        elif name == b"tracestate" and not (named and name in named):
+            tracestate.append((name, value))
     parent, kept = next_traceparent(traceparent)
     xff.append(peer)
-    out.insert(0, (b"host", host))  # first (RFC 9110 §7.2): the pool then scans nothing
     out += (
         (b"x-forwarded-for", b", ".join([v for v in xff if v]) if len(xff) > 1 else peer),
         (b"x-forwarded-proto", proto),
@@ -173,19 +180,22 @@ def forward_request_headers(
 
 
 def forward_response_headers(
-    headers: HeaderList, request_id: bytes, edit: HeaderEdit = NO_EDIT
+    headers: HeaderList, request_id: bytes, edit: HeaderEdit = NO_EDIT, *,
+    whole: bool = False,
 ) -> HeaderList:
     """Upstream response headers for the client: hop-by-hop removed (and every
     field the upstream's Connection names), the request id echoed, Via added,
-    then the route's ``edit``. Names come back lower-case."""
+    then the route's ``edit``. Names come back lower-case. ``whole``: the body
+    is passed on complete, and the server frames it: Content-Length is left out."""
     named: set[bytes] = set()
     out: HeaderList = []
     via: list[bytes] = []
+    own = _OWN_WHOLE_RESPONSE if whole else _OWN_RESPONSE
     for name, value in headers:  # one pass, one lower() per name
         lname = name.lower()
         if lname == b"via":
             via.append(value)
-        elif lname not in _OWN_RESPONSE:
+        elif lname not in own:
             out.append((lname, value))
         elif lname == b"connection":
             named.update(t.strip().lower() for t in value.split(b","))

@@ -282,9 +282,9 @@ def _refusal(ex: Exchange, refusal: Refusal, name: str) -> Reply:
 
 
 def _reply(ex: Exchange, resp: UpstreamResponse, route: Route) -> Reply:
-    out = forward_response_headers(resp.headers, ex.request_id, route.response_edit)
     if ex.method == b"HEAD" or resp.status in _NO_BODY_STATUS or resp.status < 200:
         # closed by the server's release; an empty stream keeps the release path uniform
+        out = forward_response_headers(resp.headers, ex.request_id, route.response_edit)
         return Reply(resp.status, out, None, release=resp.aclose, reason=resp.reason)
     # Only below 400: the server counts a 4xx/5xx *body* reply as one the gateway
     # wrote itself (qanat_gateway_rejected_total); an upstream's error stays a stream.
@@ -292,7 +292,10 @@ def _reply(ex: Exchange, resp: UpstreamResponse, route: Route) -> Reply:
     if resp.status < 400 and isinstance(resp, UpstreamResponse):
         body = resp.take_complete(INLINE_BYTES)
         if body is not None:  # it came with the head: no stream, no release, one write
+            out = forward_response_headers(resp.headers, ex.request_id, route.response_edit,
+                                           whole=True)
             return Reply(resp.status, out, body, reason=resp.reason)
+    out = forward_response_headers(resp.headers, ex.request_id, route.response_edit)
     return Reply(resp.status, out, stream=resp.iter_chunks(), release=resp.aclose,
                  reason=resp.reason)
 

@@ -23,6 +23,9 @@ LENGTH = 1
 CHUNKED = 2
 
 
+_COLON_SPACE_JOIN = b": ".join
+
+
 def encode_head(method: bytes, target: bytes, headers: Sequence[Header]) -> bytes:
     """The request line and header section, ending with the empty line.
 
@@ -32,9 +35,9 @@ def encode_head(method: bytes, target: bytes, headers: Sequence[Header]) -> byte
     hot path does not scan each one); callers pass names from code or from a
     parser that already validated them.
     """
-    # One join of "name: value" pairs joined by CRLF: C loops, no append per piece.
+    # One join of "name: value" pairs joined by CRLF, mapped in C: no bytecode per field.
     if headers:
-        fields = b"\r\n".join([b": ".join(pair) for pair in headers])
+        fields = b"\r\n".join(map(_COLON_SPACE_JOIN, headers))
         head = b"".join((method, b" ", target, b" HTTP/1.1\r\n", fields, b"\r\n\r\n"))
     else:
         head = b"".join((method, b" ", target, b" HTTP/1.1\r\n\r\n"))
