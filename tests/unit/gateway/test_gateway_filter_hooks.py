@@ -1,0 +1,108 @@
+"""Filters written as hooks (``on_request``) and the runner that drives a run of them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+
+from qanat.gateway.filters import (
+    Exchange,
+    Handler,
+    HookFilter,
+    Hooks,
+    Reply,
+    Verdict,
+    add_reply_headers,
+    chain,
+)
+
+
+def _ex() -> Exchange:
+    return Exchange(b"GET", b"/", b"", [], host=b"h", authority=b"h", peer=b"p",
+                    scheme=b"http", request_id=b"r")
+
+
+class Step(HookFilter):
+    """Records its name; adds a reply header; answers or waits as told."""
+
+    def __init__(self, name: str, log: list[str], *, answer: int | None = None,
+                 wait: bool = False) -> None:
+        self.name, self.log, self.answer, self.wait = name, log, answer, wait
+
+    def on_request(self, ex: Exchange) -> Verdict:
+        self.log.append(self.name)
+        add_reply_headers(ex, [(b"x-step", self.name.encode())])
+        if self.wait:
+            return self._later()
+        return self._decide()
+
+    def _decide(self) -> Reply | None:
+        return Reply(self.answer, [], b"") if self.answer is not None else None
+
+    async def _later(self) -> Reply | None:
+        await asyncio.sleep(0)
+        return self._decide()
+
+
+def _inner(log: list[str]) -> Handler:
+    def inner(ex: Exchange) -> Awaitable[Reply]:
+        log.append("inner")
+        return Reply(200, [(b"x-inner", b"1")], b"ok")  # a Reply awaits to itself
+
+    return inner
+
+
+async def test_a_reply_awaits_to_itself() -> None:
+    reply = Reply(204, [])
+    assert await reply is reply
+
+
+async def test_hooks_run_in_order_then_inner_and_the_reply_gets_every_added_header() -> None:
+    log: list[str] = []
+    handler = chain([Step("a", log), Step("b", log, wait=True)], _inner(log))
+    assert isinstance(handler, Hooks)  # one runner for both
+    reply = await handler(_ex())
+    assert log == ["a", "b", "inner"]
+    assert reply.status == 200
+    assert reply.headers == [(b"x-inner", b"1"), (b"x-step", b"a"), (b"x-step", b"b")]
+
+
+async def test_an_answering_hook_stops_the_run_and_its_reply_keeps_earlier_headers() -> None:
+    for wait in (False, True):
+        log: list[str] = []
+        handler = chain([Step("a", log), Step("b", log, answer=429, wait=wait), Step("c", log)],
+                        _inner(log))
+        reply = await handler(_ex())
+        assert log == ["a", "b"], wait
+        assert reply.status == 429
+        assert reply.headers == [(b"x-step", b"a"), (b"x-step", b"b")]
+
+
+async def test_an_around_filter_between_hooks_splits_the_run_and_sees_the_inner_reply() -> None:
+    log: list[str] = []
+    seen: list[int] = []
+
+    async def around(ex: Exchange, call_next: Handler) -> Reply:
+        log.append("around")
+        reply = await call_next(ex)
+        seen.append(len(reply.headers))
+        reply.headers.append((b"x-around", b"1"))
+        return reply
+
+    handler = chain([Step("a", log), around, Step("b", log)], _inner(log))
+    reply = await handler(_ex())
+    assert log == ["a", "around", "b", "inner"]
+    # added headers go on the first reply made, once: "around" already sees a's and b's
+    assert seen == [3]
+    assert reply.headers == [(b"x-inner", b"1"), (b"x-step", b"a"), (b"x-step", b"b"),
+                             (b"x-around", b"1")]
+
+
+async def test_a_hook_filter_can_still_be_called_around_style() -> None:
+    log: list[str] = []
+    step = Step("a", log)
+    reply = await step(_ex(), _inner(log))
+    assert log == ["a", "inner"]
+    assert reply.headers == [(b"x-inner", b"1"), (b"x-step", b"a")]
+    refused = await Step("b", log, answer=401, wait=True)(_ex(), _inner(log))
+    assert refused.status == 401 and log[-1] == "b"
