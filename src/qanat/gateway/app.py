@@ -88,9 +88,9 @@ class Gateway:
         self._retired: list[Filter] = []  # retired with no event loop running: closed later
         self._state: tuple[RouteTable, tuple[RouteRuntime, ...], tuple[str, ...]] = (
             self._compile(routes, ()))
-        self._observed = Observed(self._route, observers, clock) if observers is not None else None
-        app = self.handle if self._observed is None else self._observed
-        self.server = HttpServer(app, limits, scheme=scheme.encode(), clock=clock)
+        self._observed = Observed(observers, clock) if observers is not None else None
+        self.server = HttpServer(self.handle, limits, scheme=scheme.encode(), clock=clock,
+                                 observer=self._observed)
         self._stop: asyncio.Event | None = None
         self._checks: list[ReadinessCheck] = []
         self._closed = False
@@ -168,10 +168,11 @@ class Gateway:
     # -- per request ------------------------------------------------------------
 
     def handle(self, req: Request) -> Awaitable[Reply]:
-        """Route one request and run its filter chain around the proxy."""
-        return self._route(req, None)
+        """Route one request and run its filter chain around the proxy.
 
-    async def _route(self, req: Request, note: Note | None) -> Reply:
+        A plain function: what it answers itself (a 404, an admin page) is a
+        ``Reply``, which awaits to itself; else the route's handler's awaitable.
+        """
         table, runtimes, labels = self._state
         try:
             authority, path, query = split_target(req.target)
@@ -202,10 +203,11 @@ class Gateway:
             scheme=req.scheme, request_id=request_id, connection=req.head.connection,
             body=payload, route=rt, params=params,
         )
+        note: Note | None = req.note
         if note is not None:
             note.ex, note.upstream = ex, labels[route.index]
             ex.note = note
-        return await rt.handler(ex)
+        return rt.handler(ex)
 
     # -- life cycle -------------------------------------------------------------
 

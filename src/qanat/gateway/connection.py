@@ -356,13 +356,20 @@ class HttpProtocol(asyncio.Protocol):
                     if isinstance(item, RequestRejected):
                         await self._refuse(item)
                         return
+                    observer = self._srv.observer
                     try:
+                        if observer is not None:
+                            observer.begin(item)
                         reply = await self._srv.app(item)
                     except asyncio.CancelledError:
+                        if observer is not None:
+                            observer.abandon(item)
                         raise
                     except Exception as exc:  # a bug in a filter must not kill the connection
                         reply = problem(500, f"internal error: {type(exc).__name__}",
                                         request_id_for(item.headers), close=True)
+                    if observer is not None:
+                        observer.end(item, reply)
                     keep = self._keep(item, reply)
                     kept = write_whole(self, item, reply, keep=keep)
                     if kept is None:

@@ -1,18 +1,19 @@
 """Observing requests: what each one learns on its way, and its ``Outcome`` at the end.
 
-``Observed`` wraps the gateway's routing when it has observers (metrics, the
-access log): a ``Note`` per request, carried by its ``Exchange``
-(``exchange.note``), collects the route, the upstream label, the instance the
-proxy chose and the error kind of a 5xx the proxy made itself
-(``proxy._noted``); once the last byte of the reply is written, the
-``Outcome`` goes to every observer (``metrics.py``). Without observers none
-of this runs.
+``Observed`` is the server's request observer (``request.RequestObserver``)
+when the gateway has observers (metrics, the access log): ``begin`` gives
+each request a ``Note`` (``req.note``, then ``exchange.note``) that collects
+the route, the upstream label, the instance the proxy chose and the error
+kind of a 5xx the proxy made itself (``proxy._noted``); ``end`` has the
+``Outcome`` go to every observer once the last byte of the reply is written
+(``metrics.py``). The connection calls both around the app: no coroutine of
+its own per request. Without observers none of this runs.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 from qanat.gateway.filters import Exchange, Reply
 from qanat.gateway.metrics import INTERNAL, UNMATCHED, Observer, Outcome
@@ -20,15 +21,16 @@ from qanat.gateway.request import Request
 from qanat.gateway.upstream import Target
 
 INTERNAL_PREFIX = b"/__qanat/"
-Router = Callable[[Request, "Note | None"], Awaitable[Reply]]
 
 
 class Note:
     """What an observed request learns on its way: its route, upstream and failure."""
 
-    __slots__ = ("error", "ex", "target", "upstream")
+    __slots__ = ("error", "ex", "started", "target", "upstream", "wall")
 
-    def __init__(self) -> None:
+    def __init__(self, started: float = 0.0, wall: float = 0.0) -> None:
+        self.started = started  # the observer's clock when the request was handed over
+        self.wall = wall  # Unix time, the same moment
         self.ex: Exchange | None = None
         self.upstream = ""
         self.target: Target | None = None  # the instance of the last try
@@ -54,28 +56,25 @@ class Counted:
 
 
 class Observed:
-    """``route(req, note)`` plus an ``Outcome`` for each of ``observers`` once the
-    reply is written; ``in_flight`` counts the requests between the two."""
+    """An ``Outcome`` for each of ``observers`` once a reply is written;
+    ``in_flight`` counts the requests between ``begin`` and the end of the reply."""
 
-    def __init__(self, route: Router, observers: list[Observer],
-                 clock: Callable[[], float]) -> None:
-        self._route = route
+    def __init__(self, observers: list[Observer], clock: Callable[[], float]) -> None:
         self.observers = observers  # the caller's list: observers added later count
         self._clock = clock
         self.in_flight = 0
 
-    async def __call__(self, req: Request) -> Reply:
-        """Route ``req``; report its ``Outcome`` when the reply is written."""
-        started, wall = self._clock(), time.time()
-        note = Note()
+    def begin(self, req: Request) -> None:
+        """A request goes to the app: give it its ``Note``."""
+        req.note = Note(self._clock(), time.time())
         self.in_flight += 1
-        try:
-            reply = await self._route(req, note)
-        except BaseException as exc:
-            self.in_flight -= 1
-            if isinstance(exc, Exception):  # the server answers 500 for it
-                self._report(req, note, 500, -1, started, wall)
-            raise
+
+    def abandon(self, req: Request) -> None:
+        """Answering ``req`` was cancelled: no reply, no outcome."""
+        self.in_flight -= 1
+
+    def end(self, req: Request, reply: Reply) -> None:
+        """``reply`` is about to be written: report once it has been (``Reply.done``)."""
         counted = None
         if reply.stream is not None:
             reply.stream = counted = Counted(reply.stream)
@@ -88,15 +87,12 @@ class Observed:
             finally:
                 self.in_flight -= 1
                 size = len(reply.body) if reply.body is not None else 0
-                self._report(req, note, reply.status,
-                             counted.n if counted is not None else size, started, wall)
+                self._report(req, reply.status, counted.n if counted is not None else size)
 
         reply.done = done
-        return reply
 
-    def _report(
-        self, req: Request, note: Note, status: int, size: int, started: float, wall: float
-    ) -> None:
+    def _report(self, req: Request, status: int, size: int) -> None:
+        note: Note = req.note
         ex = note.ex
         if ex is not None:
             route, path, rid = ex.route.route.name, ex.path, ex.request_id
@@ -105,8 +101,9 @@ class Observed:
             route = INTERNAL if path.startswith(INTERNAL_PREFIX) else UNMATCHED
             rid = b""
         # bytes and the target as they are: an observer that reads them pays for the text
-        outcome = Outcome(wall, self._clock() - started, rid, req.peer, req.method, path, route,
-                          note.upstream or "none", note.target, status, size, note.error)
+        outcome = Outcome(note.wall, self._clock() - note.started, rid, req.peer, req.method,
+                          path, route, note.upstream or "none", note.target, status, size,
+                          note.error)
         for observer in self.observers:
             observer(outcome)
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from qanat.gateway.connection import HttpProtocol
 from qanat.gateway.hardening import Limits
-from qanat.gateway.request import App
+from qanat.gateway.request import App, RequestObserver
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +60,10 @@ class HttpServer:
         *,
         scheme: bytes = b"http",
         clock: Callable[[], float] = time.monotonic,
+        observer: RequestObserver | None = None,
     ) -> None:
         self.app = app
+        self.observer = observer
         self.limits = limits or Limits()
         self.scheme = scheme
         self.clock = clock

@@ -12,7 +12,6 @@ from tests.unit.gateway.writer_support import request as _req
 from qanat.gateway.filters import Reply
 from qanat.gateway.metrics import Outcome
 from qanat.gateway.observe import Note, Observed
-from qanat.gateway.request import Request
 from qanat.gateway.writer import write_reply
 from qanat.testing import FakeClock
 
@@ -56,15 +55,14 @@ async def test_a_closed_connection_still_calls_done() -> None:
 async def test_observed_body_reply_has_no_release_and_reports_once() -> None:
     """Observed wraps a body reply with ``done`` only; the outcome comes once, after."""
     seen: list[Outcome] = []
-
-    async def route(req: Request, note: Note | None) -> Reply:
-        return Reply(200, [], b"hello")
-
-    clock = FakeClock()
-    observed = Observed(route, [seen.append], clock)
-    reply = await observed(_req())
+    observed = Observed([seen.append], FakeClock())
+    req = _req()
+    observed.begin(req)
+    assert isinstance(req.note, Note) and observed.in_flight == 1
+    reply = Reply(200, [], b"hello")
+    observed.end(req, reply)
     assert reply.release is None and observed.in_flight == 1 and seen == []
-    await write_reply(Conn(), _req(), reply, keep=True)  # type: ignore[arg-type]
+    await write_reply(Conn(), req, reply, keep=True)  # type: ignore[arg-type]
     assert observed.in_flight == 0
     assert [(o.status, o.bytes) for o in seen] == [(200, 5)]
 
@@ -72,10 +70,20 @@ async def test_observed_body_reply_has_no_release_and_reports_once() -> None:
 async def test_observed_keeps_an_inner_done_hook() -> None:
     """A ``done`` set by the handler still runs before the observer reports."""
     order: list[Any] = []
-
-    async def route(req: Request, note: Note | None) -> Reply:
-        return Reply(204, [], done=lambda: order.append("inner"))
-
-    observed = Observed(route, [lambda o: order.append(o.status)], FakeClock())
-    await write_reply(Conn(), _req(), await observed(_req()), keep=True)  # type: ignore[arg-type]
+    observed = Observed([lambda o: order.append(o.status)], FakeClock())
+    req = _req()
+    observed.begin(req)
+    reply = Reply(204, [], done=lambda: order.append("inner"))
+    observed.end(req, reply)
+    await write_reply(Conn(), req, reply, keep=True)  # type: ignore[arg-type]
     assert order == ["inner", 204]
+
+
+def test_an_abandoned_request_leaves_the_count_and_reports_nothing() -> None:
+    """Answering cancelled (the client left): in flight goes back down, no outcome."""
+    seen: list[Outcome] = []
+    observed = Observed([seen.append], FakeClock())
+    req = _req()
+    observed.begin(req)
+    observed.abandon(req)
+    assert observed.in_flight == 0 and seen == []

@@ -59,3 +59,30 @@ async def test_error_kinds_come_from_the_proxy_not_from_upstream_bodies(busy_por
         await gw.aclose(1.0)
     kinds = {o.route: (o.status, o.error, o.instance != "") for o in seen}
     assert kinds == {"dead": (502, "bad_gateway", True), "busy": (503, None, True)}
+
+
+async def test_a_filter_that_raises_is_answered_500_and_reported_as_500() -> None:
+    """The server's own 500 for a broken filter is what observers see, in flight drops back."""
+    from qanat.gateway.filters import Exchange, Handler, Reply, register_filter, unregister_filter
+
+    async def broken(ex: Exchange, call_next: Handler) -> Reply:
+        raise RuntimeError("a bug in a filter")
+
+    register_filter("broken-for-test", lambda config, route: broken)
+    seen: list[Outcome] = []
+    try:
+        routes = [{"name": "r", "match": {"prefix": "/"}, "filters": [{"name": "broken-for-test"}],
+                   "upstream": {"kind": "static",
+                                "targets": [{"url": f"http://127.0.0.1:{free_port()}"}]}}]
+        gw = Gateway(routes, observers=[seen.append])
+        await gw.start("127.0.0.1", 0)
+        try:
+            assert (await get(gw.port, b"/x")).startswith(b"HTTP/1.1 500")
+            await eventually(lambda: len(seen) == 1, what="the outcome")
+            assert gw.in_flight == 0
+        finally:
+            await gw.aclose(1.0)
+    finally:
+        unregister_filter("broken-for-test")
+    assert [(o.route, o.status) for o in seen] == [("r", 500)]
+    assert seen[0].bytes > 0  # the problem body that was written
