@@ -72,6 +72,7 @@ class Observed:
     def abandon(self, req: Request) -> None:
         """Answering ``req`` was cancelled: no reply, no outcome."""
         self.in_flight -= 1
+        req.note.ex = None  # the exchange points back at the note: no cycle for the GC
 
     def end(self, req: Request, reply: Reply) -> None:
         """``reply`` is about to be written: report once it has been (``Reply.done``)."""
@@ -95,6 +96,7 @@ class Observed:
         note: Note = req.note
         ex = note.ex
         if ex is not None:
+            note.ex = None  # the exchange points back at the note: no cycle for the GC
             route, path, rid = ex.route.route.name, ex.path, ex.request_id
         else:
             path = req.target.split(b"?", 1)[0]
