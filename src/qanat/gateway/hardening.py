@@ -85,6 +85,10 @@ _AUTHORITY = re.compile(
 )
 
 
+_HEAD_FIELDS = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection",
+                          b"expect"))
+
+
 def check_head(
     version: str, headers: list[tuple[bytes, bytes]], max_body_bytes: int
 ) -> Head:
@@ -100,6 +104,8 @@ def check_head(
     expect = False
     connection: tuple[bytes, ...] = ()
     for name, value in headers:
+        if name not in _HEAD_FIELDS:  # most fields: one set lookup
+            continue
         if name == b"host":
             if host is not None:
                 raise RequestRejected(400, "more than one Host header")

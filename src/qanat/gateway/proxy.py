@@ -48,7 +48,7 @@ from qanat.gateway.replay import replayable
 from qanat.gateway.resilience import call_error, has_idempotency_key, retry_allowed
 from qanat.gateway.route_runtime import RouteRuntime, RouteState, snapshot
 from qanat.gateway.routing import Route
-from qanat.gateway.upstream import Refusal
+from qanat.gateway.upstream import Pick, Refusal, Upstream
 from qanat.http import HttpPool, PoolOverloaded, UpstreamError, UpstreamResponse, UpstreamTimeout
 
 _NO_BODY_STATUS = frozenset((204, 304))
@@ -122,8 +122,44 @@ class Proxy:
         )
         policy = rt.retry
         if policy is None:
-            return self._tries(ex, rt, headers, ex.body, None)
+            return self._once(ex, rt, headers)
         return self._retrying(ex, rt, headers, policy)
+
+    async def _once(self, ex: Exchange, rt: RouteRuntime, headers: HeaderList) -> Reply:
+        """``_tries`` for a route without a retry policy: one try, no loop, no budget."""
+        clock, upstream = self._clock, rt.upstream
+        now = clock()
+        choice = upstream.choose(ex.headers, (), now, ex.peer)
+        if isinstance(choice, Refusal):
+            return _noted(ex, _refusal(ex, choice, rt.route.name))
+        target = choice.target
+        if ex.note is not None:  # an observed request: the instance it went to
+            ex.note.target = target
+        timeout = rt.timeout  # at most the route's total timeout (RouteRuntime)
+        buffer = rt.buffer_response_bytes
+        try:
+            resp = await self._pool.request(
+                method=ex.method, host=target.host, port=target.port,
+                target=rt.route.rewrite(ex.path) + ex.query, headers=headers, body=ex.body,
+                timeout=timeout)
+            if not resp.complete and buffer and bufferable(resp, ex.method, buffer):
+                await wait_body(resp, timeout - (clock() - now))
+        except Exception as error:
+            self._settle_failure(upstream, choice, error, now)
+            return _noted(ex, self._failure(ex, error, rt.route.name))
+        except BaseException:  # cancelled (client gone, shutdown): free the breaker slot
+            upstream.settle(choice, None, 0.0, clock())
+            raise
+        end = clock()
+        upstream.settle(choice, resp.status, end - now, end)
+        return _reply(ex, resp, rt.route)
+
+    def _settle_failure(self, upstream: Upstream, choice: Pick, error: Exception,
+                        start: float) -> None:
+        """Close a try that failed with ``error``: breaker and balancer learn its kind."""
+        end = self._clock()
+        kind = call_error(error) if isinstance(error, UpstreamError) else None
+        upstream.settle(choice, kind, end - start, end)
 
     async def _retrying(self, ex: Exchange, rt: RouteRuntime, headers: HeaderList,
                         policy: RetryPolicy) -> Reply:
@@ -179,9 +215,7 @@ class Proxy:
                         await wait_body(resp, timeout - (clock() - now))
                 except Exception as error:
                     resp, exc = None, error
-                    end = clock()
-                    kind = call_error(error) if isinstance(error, UpstreamError) else None
-                    upstream.settle(choice, kind, end - now, end)
+                    self._settle_failure(upstream, choice, error, now)
                 except BaseException:  # cancelled (client gone, shutdown): free the breaker slot
                     upstream.settle(choice, None, 0.0, clock())
                     raise
