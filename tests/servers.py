@@ -17,9 +17,9 @@ transport`` (failing a test that did nothing wrong):
 
 - ``Connections``: what a server accepted. ``made``/``lost`` are called from the
   protocol's ``connection_made``/``connection_lost``; ``close(server)`` stops
-  accepting, lets accepts under way finish, closes the listener, aborts every
-  connection (one that arrives while closing is aborted on arrival) and
-  returns once each one is lost, its socket closed.
+  accepting, lets accepts under way finish (``qanat.http.listening``), closes
+  the listener, aborts every connection (one that arrives while closing is
+  aborted on arrival) and returns once each one is lost, its socket closed.
 - ``StreamServer``: ``asyncio.start_server`` with that bookkeeping. Each handler
   runs in a task the server owns; its writer is closed when it returns, and
   ``aclose()`` cancels and awaits the handlers still running before aborting
@@ -29,11 +29,11 @@ transport`` (failing a test that did nothing wrong):
 from __future__ import annotations
 
 import asyncio
-import asyncio.selector_events
 import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from qanat.http.listening import stop_accepting
 from qanat.testing import eventually
 
 __test__ = False  # nothing to collect here
@@ -61,28 +61,16 @@ class Connections:
         """Call from ``connection_lost``."""
         self.open.discard(transport)
 
-    def stop_accepting(self, server: asyncio.AbstractServer) -> None:
-        """Accept nothing more, leaving the listener open for the accepts under way.
-
-        On a selector loop the listener is a reader callback on the listening
-        socket: removing it stops accepting while the server stays open. (uvloop
-        builds the transport in the accept callback itself: nothing to do there.)
-        """
+    async def stop_accepting(self, server: asyncio.AbstractServer) -> None:
+        """Accept nothing more and let the accepts under way arrive, to be aborted by ``made``
+        (``qanat.http.listening.stop_accepting``: closing the listener first leaks them)."""
         self.closing = True
-        loop = asyncio.get_running_loop()
-        if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
-            for sock in getattr(server, "sockets", ()):
-                loop.remove_reader(sock.fileno())
+        await stop_accepting(server)
 
     async def close(self, server: asyncio.AbstractServer) -> None:
         """Stop accepting, close the listener, abort every accepted connection; return once
         each one is lost."""
-        self.stop_accepting(server)
-        # An accept under way builds its transport on the next loop turn and calls
-        # connection_made the turn after; `made` aborts it there. Only then may the server
-        # be closed (closing it before the transport is built leaks it: gh-109564).
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await self.stop_accepting(server)  # again after StreamServer's: uvloop accepted meanwhile
         server.close()
         for transport in list(self.open):
             _abort(transport)
@@ -150,7 +138,7 @@ class StreamServer:
         if self._server is None:
             return
         server, self._server = self._server, None
-        self.connections.stop_accepting(server)
+        await self.connections.stop_accepting(server)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -23,7 +23,6 @@ path arms a timer with one assignment instead of a loop timer per request.
 from __future__ import annotations
 
 import asyncio
-import asyncio.selector_events
 import contextlib
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from qanat.gateway.connection import HttpProtocol
 from qanat.gateway.hardening import Limits
 from qanat.gateway.request import App, RequestObserver
+from qanat.http.listening import stop_accepting
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +103,7 @@ class HttpServer:
         deadline = self.limits.shutdown_timeout if timeout is None else timeout
         self.draining = True
         if self._server is not None:
-            await _stop_accepting(self._server)
+            await stop_accepting(self._server)
             self._server.close()
         for conn in list(self.connections):
             conn.close_if_idle()
@@ -134,21 +134,3 @@ class HttpServer:
                     conn.on_deadline()
                 elif self.draining:
                     conn.close_if_idle()
-
-async def _stop_accepting(server: asyncio.AbstractServer) -> None:
-    """Stop accepting before ``close()``, letting accepts under way finish.
-
-    On asyncio's selector loop (Python 3.11) a connection accepted in the turn
-    before ``close()`` is wrapped in its transport a turn later; closing in
-    between drops the half-built transport with its socket open (CPython
-    gh-109564). So the listening sockets stop being watched first, and two
-    turns pass: such a connection arrives, is refused (the server is
-    draining) and closed. uvloop builds the transport in the accept itself.
-    """
-    loop = asyncio.get_running_loop()
-    if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
-        for sock in getattr(server, "sockets", ()):
-            loop.remove_reader(sock.fileno())
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-

@@ -8,7 +8,6 @@ Requests: ``{"cmd": "status"}``, ``{"cmd": "scale", "service": S, "replicas": N}
 from __future__ import annotations
 
 import asyncio
-import asyncio.selector_events
 import contextlib
 import hashlib
 import json
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from qanat.errors import BackendUnreachable
+from qanat.http.listening import stop_accepting
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 _MAX_UNIX_PATH = 100  # sun_path is 108 bytes on Linux; keep a margin
@@ -71,7 +71,7 @@ class ControlServer:
         self._closing = True
         if self._server is not None:
             server, self._server = self._server, None
-            await _stop_accepting(server)
+            await stop_accepting(server)  # CPython gh-109564
             server.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
@@ -134,25 +134,6 @@ class ControlServer:
             await writer.drain()
         finally:
             self._answering -= 1
-
-
-async def _stop_accepting(server: asyncio.AbstractServer) -> None:
-    """Stop accepting before ``close()``, letting accepts under way finish.
-
-    On asyncio's selector loop (Python 3.11) a connection accepted in the turn
-    before ``close()`` is wrapped in its transport a turn later; closing in
-    between drops the half-built transport with its socket open (CPython
-    gh-109564). So the listening socket stops being watched first, and two
-    turns pass: such a connection arrives, finds the server closing and is
-    closed. (The same as ``qanat.gateway.server``'s; uvloop builds the
-    transport in the accept itself.)
-    """
-    loop = asyncio.get_running_loop()
-    if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
-        for sock in getattr(server, "sockets", ()):
-            loop.remove_reader(sock.fileno())
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
 
 
 async def serve(state_dir: Path, handler: Handler) -> ControlServer:
