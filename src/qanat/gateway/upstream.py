@@ -204,7 +204,7 @@ class Upstream:
 
         ``peer`` is the client's address (the hash key of ``source: client_address``).
         """
-        group = self._chooser.choose(headers) if self._chooser is not None else None
+        group: str | None = self._chooser.choose(headers) if self._chooser is not None else None
         key = self._key(headers, peer) if self._key is not None else None
         target = self.pick(key, group)
         if target is None and group is not None and self._fallback:

@@ -211,8 +211,12 @@ class UpstreamResponse:
             await self._wait()
 
     async def _wait(self) -> None:
-        if self._error is not None:
-            raise self._error
+        # The error is read into a local each time, never re-tested on the attribute:
+        # mypy keeps ``self._error`` narrowed to None across the ``await`` below, and
+        # compiled with mypyc that narrowing would be checked (and fail) at run time.
+        error = self._error
+        if error is not None:
+            raise error
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._waiter = waiter
         timer = None
@@ -224,8 +228,9 @@ class UpstreamResponse:
             self._waiter = None
             if timer is not None:
                 timer.cancel()
-        if self._error is not None:
-            raise self._error
+        error = self._error
+        if error is not None:
+            raise error
 
     def _on_body_timeout(self, waiter: asyncio.Future[None]) -> None:
         if waiter.done():
