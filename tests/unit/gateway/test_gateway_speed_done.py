@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from tests.unit.gateway.writer_support import Conn
+from tests.unit.gateway.writer_support import connection, recorder, written
 from tests.unit.gateway.writer_support import request as _req
 
 from qanat.gateway.filters import Reply
@@ -17,11 +17,12 @@ from qanat.testing import FakeClock
 
 
 async def test_a_body_reply_calls_done_once_after_its_bytes_are_written() -> None:
-    """``done`` runs once, after the response went to the transport."""
-    conn = Conn()
+    """``done`` runs once, after the response was handed to the connection (sending
+    what the loop turn deferred, from ``done``, finds it)."""
+    conn = connection()
     calls: list[int] = []
-    reply = Reply(200, [], b"hi", done=lambda: calls.append(len(conn.transport.writes)))
-    assert await write_reply(conn, _req(), reply, keep=True)  # type: ignore[arg-type]
+    reply = Reply(200, [], b"hi", done=lambda: calls.append(len(written(conn))))
+    assert await write_reply(conn, _req(), reply, keep=True)
     assert calls == [1] and reply.done is None
 
 
@@ -38,18 +39,18 @@ async def test_done_follows_release_even_when_release_fails() -> None:
 
     reply = Reply(200, [], stream=chunks(), release=release, done=lambda: order.append("done"))
     with pytest.raises(RuntimeError):
-        await write_reply(Conn(), _req(), reply, keep=True)  # type: ignore[arg-type]
+        await write_reply(connection(), _req(), reply, keep=True)
     assert order == ["release", "done"]
 
 
 async def test_a_closed_connection_still_calls_done() -> None:
     """A reply never written (the client is gone) still ends: ``done`` is called."""
-    conn = Conn()
-    conn.transport.closing = True
+    conn = connection()
+    recorder(conn).closing = True
     calls: list[bool] = []
     reply = Reply(200, [], b"hi", done=lambda: calls.append(True))
-    assert not await write_reply(conn, _req(), reply, keep=True)  # type: ignore[arg-type]
-    assert calls == [True] and conn.transport.writes == []
+    assert not await write_reply(conn, _req(), reply, keep=True)
+    assert calls == [True] and written(conn) == []
 
 
 async def test_observed_body_reply_has_no_release_and_reports_once() -> None:
@@ -62,7 +63,7 @@ async def test_observed_body_reply_has_no_release_and_reports_once() -> None:
     reply = Reply(200, [], b"hello")
     observed.end(req, reply)
     assert reply.release is None and observed.in_flight == 1 and seen == []
-    await write_reply(Conn(), req, reply, keep=True)  # type: ignore[arg-type]
+    await write_reply(connection(), req, reply, keep=True)
     assert observed.in_flight == 0
     assert [(o.status, o.bytes) for o in seen] == [(200, 5)]
 
@@ -75,7 +76,7 @@ async def test_observed_keeps_an_inner_done_hook() -> None:
     observed.begin(req)
     reply = Reply(204, [], done=lambda: order.append("inner"))
     observed.end(req, reply)
-    await write_reply(Conn(), req, reply, keep=True)  # type: ignore[arg-type]
+    await write_reply(connection(), req, reply, keep=True)
     assert order == ["inner", 204]
 
 

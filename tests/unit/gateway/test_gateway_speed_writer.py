@@ -10,7 +10,7 @@ import httptools
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.unit.gateway.writer_support import Conn
+from tests.unit.gateway.writer_support import connection, recorder, written
 from tests.unit.gateway.writer_support import request as _req
 
 from qanat.gateway.filters import Reply
@@ -176,7 +176,7 @@ def _parse(raw: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
 @pytest.mark.parametrize("length", [True, False])
 async def test_a_stream_at_hand_goes_out_in_one_write(length: bool) -> None:
     """A streamed response whose body is already there is one write: head, body, end."""
-    conn = Conn()
+    conn = connection()
     released: list[bool] = []
 
     async def release() -> None:
@@ -185,46 +185,46 @@ async def test_a_stream_at_hand_goes_out_in_one_write(length: bool) -> None:
     headers = [(b"content-length", b"5")] if length else []
     reply = Reply(200, headers, stream=Gate([(b"he", False), (b"llo", False)]).gen(),
                   release=release)
-    keep = await write_reply(conn, _req(), reply, keep=True)  # type: ignore[arg-type]
-    assert keep and released == [True] and len(conn.transport.writes) == 1
-    status, hdrs, body = _parse(conn.transport.writes[0])
+    keep = await write_reply(conn, _req(), reply, keep=True)
+    assert keep and released == [True] and len(written(conn)) == 1
+    status, hdrs, body = _parse(written(conn)[0])
     assert (status, body) == (200, b"hello")
     assert (b"transfer-encoding" in hdrs) is not length
 
 
 async def test_a_stream_that_waits_sends_the_head_first() -> None:
     """A stream that has nothing yet does not hold back the head; the rest follows."""
-    conn = Conn()
+    conn = connection()
     gate = Gate([(b"late", True)])
     reply = Reply(200, [], stream=gate.gen())
-    task = asyncio.create_task(write_reply(conn, _req(), reply, keep=True))  # type: ignore[arg-type]
+    task = asyncio.create_task(write_reply(conn, _req(), reply, keep=True))
     await asyncio.wait_for(gate.waiting.wait(), 5)
-    assert len(conn.transport.writes) == 1 and conn.transport.writes[0].endswith(b"\r\n\r\n")
+    assert len(written(conn)) == 1 and written(conn)[0].endswith(b"\r\n\r\n")
     gate.open()
     assert await task
-    status, _, body = _parse(b"".join(conn.transport.writes))
+    status, _, body = _parse(b"".join(written(conn)))
     assert (status, body) == (200, b"late")
 
 
 async def test_a_stream_failing_at_once_aborts_without_a_head() -> None:
     """A stream that fails before any byte is sent aborts the connection: nothing is written."""
-    conn = Conn()
+    conn = connection()
 
     async def broken() -> AsyncIterator[bytes]:
         raise ConnectionResetError("gone")
         yield b""  # pragma: no cover - makes this an async generator
 
-    keep = await write_reply(conn, _req(), Reply(200, [], stream=broken()), keep=True)  # type: ignore[arg-type]
-    assert not keep and conn.aborted and conn.transport.writes == []
+    keep = await write_reply(conn, _req(), Reply(200, [], stream=broken()), keep=True)
+    assert not keep and recorder(conn).aborted and written(conn) == []
 
 
 async def test_http10_stream_is_delimited_by_close() -> None:
     """An HTTP/1.0 client gets an unframed stream followed by the close, still one write."""
-    conn = Conn()
+    conn = connection()
     reply = Reply(200, [], stream=Gate([(b"abc", False)]).gen())
-    keep = await write_reply(conn, _req("1.0"), reply, keep=True)  # type: ignore[arg-type]
-    assert not keep and len(conn.transport.writes) == 1
-    assert conn.transport.writes[0].endswith(b"connection: close\r\n\r\nabc")
+    keep = await write_reply(conn, _req("1.0"), reply, keep=True)
+    assert not keep and len(written(conn)) == 1
+    assert written(conn)[0].endswith(b"connection: close\r\n\r\nabc")
 
 
 names = st.sampled_from([b"content-type", b"x-a", b"content-length", b"etag", b"via"])
@@ -237,9 +237,9 @@ async def test_a_body_reply_head_is_its_fields_in_order_with_the_body_length(
     headers: list[tuple[bytes, bytes]], body: bytes
 ) -> None:
     """Every field but content-length goes out once, in order, then the body's own length."""
-    conn = Conn()
-    await write_reply(conn, _req(), Reply(200, headers, body), keep=True)  # type: ignore[arg-type]
-    [raw] = conn.transport.writes
+    conn = connection()
+    await write_reply(conn, _req(), Reply(200, headers, body), keep=True)
+    [raw] = written(conn)
     head, _, rest = raw.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")[1:]
     kept = [n + b": " + v for n, v in headers if n != b"content-length"]
@@ -263,25 +263,28 @@ def test_write_whole_writes_what_write_reply_writes(
     extra: list[tuple[bytes, bytes]],
 ) -> None:
     """The coroutine-free path gives the same bytes, the same keep-alive and one ``done``."""
-    def run(write: Any) -> tuple[list[bytes], Any, list[int]]:
-        conn, calls = Conn(), []
+    async def run(slow: bool) -> tuple[list[bytes], Any, list[int]]:
+        conn, calls = connection(), []
+        kept: bool | None
         reply = Reply(status, list(extra), body, done=lambda: calls.append(1))
-        return conn.transport.writes, write(conn, reply), calls
+        if slow:
+            kept = await write_reply(conn, req, reply, keep=keep)
+        else:
+            kept = write_whole(conn, req, reply, keep=keep)
+        return written(conn), kept, calls
 
     req = _req(version, method)
-    fast = run(lambda conn, reply: write_whole(conn, req, reply, keep=keep))
-    slow = run(lambda conn, reply: asyncio.run(write_reply(conn, req, reply, keep=keep)))
-    assert fast == slow
+    assert asyncio.run(run(False)) == asyncio.run(run(True))
 
 
-def test_write_whole_leaves_streams_and_releases_to_write_reply() -> None:
+async def test_write_whole_leaves_streams_and_releases_to_write_reply() -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield b"x"
 
     async def release() -> None:
         return None
 
-    conn = Conn()
-    assert write_whole(conn, _req(), Reply(200, [], stream=chunks()), keep=True) is None  # type: ignore[arg-type]
-    assert write_whole(conn, _req(), Reply(200, [], b"x", release=release), keep=True) is None  # type: ignore[arg-type]
-    assert conn.transport.writes == []
+    conn = connection()
+    assert write_whole(conn, _req(), Reply(200, [], stream=chunks()), keep=True) is None
+    assert write_whole(conn, _req(), Reply(200, [], b"x", release=release), keep=True) is None
+    assert written(conn) == []

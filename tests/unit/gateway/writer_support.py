@@ -1,11 +1,16 @@
-"""Stand-ins for a client connection, for tests of ``gateway.writer``."""
+"""A real client connection on a recording transport, for tests of ``gateway.writer``."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from qanat.gateway.connection import HttpProtocol
+from qanat.gateway.filters import Reply
 from qanat.gateway.hardening import Head
 from qanat.gateway.request import Request
+from qanat.gateway.server import HttpServer
+from qanat.http.coalesce import for_loop
 
 
 class Recorder:
@@ -14,6 +19,7 @@ class Recorder:
     def __init__(self) -> None:
         self.writes: list[bytes] = []
         self.closing = False
+        self.aborted = False
 
     def write(self, data: bytes) -> None:
         self.writes.append(bytes(data))
@@ -24,25 +30,37 @@ class Recorder:
     def is_closing(self) -> bool:
         return self.closing
 
-
-class Conn:
-    """What ``write_reply`` uses of ``HttpProtocol``; ``send`` is not deferred here."""
-
-    def __init__(self) -> None:
-        self.transport = Recorder()
-        self.aborted = False
-
     def abort(self) -> None:
-        self.aborted = True
+        self.aborted = self.closing = True
 
-    async def drain(self) -> None:
-        return None
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("1.2.3.4", 5678) if name == "peername" else default
 
-    def send(self, data: bytes) -> None:  # HttpProtocol defers it to the end of the turn
-        self.transport.write(data)
 
-    def write(self, data: bytes) -> None:
-        self.transport.write(data)
+async def _no_app(req: Request) -> Reply:  # pragma: no cover - nothing is served here
+    raise AssertionError("write_reply tests serve no request")
+
+
+def connection() -> HttpProtocol:
+    """A real client connection (the writer is compiled against the class) on a
+    ``Recorder``; call in a running loop. Whole replies are deferred to the end of
+    the loop turn: ``written`` sends them first."""
+    conn = HttpProtocol(HttpServer(_no_app))
+    conn.connection_made(Recorder())  # type: ignore[arg-type]
+    return conn
+
+
+def recorder(conn: HttpProtocol) -> Recorder:
+    transport: Any = conn.transport
+    assert isinstance(transport, Recorder)
+    return transport
+
+
+def written(conn: HttpProtocol) -> list[bytes]:
+    """The transport's writes, once the loop's deferred writes are sent (as at the
+    end of this loop turn)."""
+    for_loop(asyncio.get_running_loop()).flush()
+    return recorder(conn).writes
 
 
 def request(version: str = "1.1", method: bytes = b"GET") -> Request:
