@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+from qanat.gateway.config import parse_routes
 from qanat.gateway.filters import Exchange
-from qanat.gateway.headers import NO_EDIT
 from qanat.gateway.proxy import INLINE_BYTES, _reply
+from qanat.gateway.routing import compile_routes
 from qanat.http import UpstreamResponse
 
-ROUTE = SimpleNamespace(response_edit=NO_EDIT)
+ROUTE = compile_routes(parse_routes([{
+    "name": "r", "upstream": {"kind": "static", "targets": [{"url": "http://10.0.0.1:80"}]},
+}])).routes[0]  # no header edits
 
 
 def exchange(method: bytes = b"GET") -> Exchange:
@@ -30,7 +33,7 @@ def response(status: int, chunks: list[bytes], *, done: bool) -> UpstreamRespons
 
 async def test_a_complete_small_body_becomes_the_reply_body() -> None:
     """A 200 whose body all arrived is a body reply (no stream, no release) with that body."""
-    reply = _reply(exchange(), response(200, [b"hel", b"lo"], done=True), ROUTE)  # type: ignore[arg-type]
+    reply = _reply(exchange(), response(200, [b"hel", b"lo"], done=True), ROUTE)
     assert (reply.body, reply.stream, reply.release) == (b"hello", None, None)
     assert (b"content-type", b"text/plain") in reply.headers
 
@@ -45,6 +48,6 @@ async def test_unfinished_large_or_error_bodies_stream() -> None:
              response(404, [b"nope"], done=True),
              response(503, [b"busy"], done=True)]
     for resp in cases:
-        reply = _reply(exchange(), resp, ROUTE)  # type: ignore[arg-type]
+        reply = _reply(exchange(), resp, ROUTE)
         assert reply.body is None and reply.stream is not None and reply.release is not None
         await reply.release()
