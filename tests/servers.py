@@ -104,6 +104,24 @@ class _TrackedStream(asyncio.StreamReaderProtocol):
         self._owner.connections.lost(self._tracked)
 
 
+async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
+    """Copy bytes both ways between a client and an upstream connection until both ends
+    close; then abort the upstream side (a handler's own writer is its server's to close)."""
+
+    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        while data := await src.read(65536):
+            dst.write(data)
+            await dst.drain()
+        dst.close()
+
+    try:
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer),
+                             return_exceptions=True)
+    finally:
+        up_writer.transport.abort()
+
+
 class StreamServer:
     """A stream server on ``host``:0 for a test; ``async with StreamServer(handler) as srv``.
 

@@ -19,7 +19,7 @@ from grpc.aio import Metadata
 from tests.contract.helpers import DEADLINE, Collector
 from tests.contract.registry_contract import ids, inst
 from tests.integration.conftest import PrivateEtcd, unique_prefix
-from tests.servers import StreamServer
+from tests.servers import StreamServer, relay
 
 from qanat.backends._etcd import EtcdConnection
 from qanat.backends.etcd import EtcdConfigStore, EtcdRegistry, WatchCompacted, parse_etcd_url
@@ -87,20 +87,10 @@ class Gate:
             return
         up_reader, up_writer = await asyncio.open_connection(*self.target)
         self._links |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-            dst.close()
-
         try:
-            await asyncio.gather(
-                pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
-            )
+            await relay(reader, writer, up_reader, up_writer)
         finally:
             self._links -= {writer, up_writer}
-            up_writer.transport.abort()  # the server closes its own side; this one is ours
 
     async def __aenter__(self) -> Gate:
         await self.server.start()

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
-from tests.servers import StreamServer
+from tests.servers import StreamServer, relay
 
 from qanat.backends.redis_ratelimit import RedisRateLimiter
 from qanat.testing import FakeClock, free_port
@@ -173,20 +173,7 @@ class Proxy:
         if not self.forward:
             await reader.read()  # swallow until the client gives up and closes
             return
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-            dst.close()
-
-        try:
-            await asyncio.gather(
-                pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
-            )
-        finally:
-            up_writer.transport.abort()  # the server closes its own side; this one is ours
+        await relay(reader, writer, *await asyncio.open_connection(*self.target))
 
     async def close(self) -> None:
         """Stop listening and end every connection (the StreamServer awaits the handlers)."""
