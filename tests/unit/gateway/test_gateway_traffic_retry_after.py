@@ -1,12 +1,17 @@
-"""Retry waits and safety: an upstream's Retry-After, and writes with an Idempotency-Key."""
+"""Retry waits and safety: an upstream's Retry-After, and writes with an Idempotency-Key.
+
+The proxy talks to real instances (``upstream_support``) through a real pool."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from email.utils import formatdate
 from typing import Any
 
 import pytest
+from tests.unit.gateway.upstream_support import Script, targets, upstreams
+from tests.unit.http.upstream_servers import Upstream, response
 
 from qanat.gateway.config import parse_routes
 from qanat.gateway.filters import Exchange
@@ -14,46 +19,17 @@ from qanat.gateway.proxy import Proxy
 from qanat.gateway.resilience import RetryConfig, has_idempotency_key, retry_allowed
 from qanat.gateway.route_runtime import RouteRuntime
 from qanat.gateway.routing import compile_routes
-from qanat.gateway.upstream import Upstream
+from qanat.gateway.upstream import Upstream as UpstreamSet
+from qanat.http import HttpPool
 from qanat.testing import FakeClock
 
 WALL = 1_700_000_000.0
 
 
-class Response:
-    """What HttpPool returns, reduced to what the proxy reads."""
-
-    reason = b"X"
-    complete = True  # the body came with the head: nothing to buffer
-
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        self.status = status
-        self.headers = headers
-
-    async def aclose(self) -> None:
-        return None
-
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        yield b"{}"
-
-
-class StubPool:
-    """Stands in for HttpPool (our own client, not a server): answers from a script."""
-
-    def __init__(self, *answers: Response) -> None:
-        self.answers = list(answers)
-        self.calls: list[dict[str, Any]] = []
-
-    async def request(self, **kwargs: Any) -> Response:
-        self.calls.append(kwargs)
-        return self.answers[min(len(self.calls), len(self.answers)) - 1]
-
-
-def runtime(clock: FakeClock, **route: Any) -> RouteRuntime:
-    targets = [{"url": "http://10.0.0.1:80"}, {"url": "http://10.0.0.2:80"}]
-    cfg = {"name": "r", "upstream": {"kind": "static", "targets": targets}, **route}
+def runtime(clock: FakeClock, servers: list[Upstream], **route: Any) -> RouteRuntime:
+    cfg = {"name": "r", "upstream": {"kind": "static", "targets": targets(servers)}, **route}
     r = compile_routes(parse_routes([cfg])).routes[0]
-    upstream = Upstream(r.config.upstream, None, "r", clock=clock)
+    upstream = UpstreamSet(r.config.upstream, None, "r", clock=clock)
     return RouteRuntime(r, upstream, r.config.timeout, None)  # type: ignore[arg-type]
 
 
@@ -64,7 +40,16 @@ def exchange(rt: RouteRuntime, method: bytes = b"GET",
                     body=b"{}" if method != b"GET" else None)
 
 
-async def run(rt: RouteRuntime, pool: StubPool, clock: FakeClock,
+@contextlib.asynccontextmanager
+async def scripted(clock: FakeClock, *answers: bytes, **route: Any
+                   ) -> AsyncIterator[tuple[RouteRuntime, Script]]:
+    """A route over two real instances that answer from one script."""
+    script = Script(list(answers))
+    async with upstreams(script, 2) as servers:
+        yield runtime(clock, servers, **route), script
+
+
+async def run(rt: RouteRuntime, clock: FakeClock,
               ex: Exchange | None = None) -> tuple[int, list[float]]:
     waits: list[float] = []
 
@@ -72,14 +57,19 @@ async def run(rt: RouteRuntime, pool: StubPool, clock: FakeClock,
         waits.append(seconds)
         clock.advance(seconds)
 
-    proxy = Proxy(pool, clock, sleep=sleep, rng=lambda: 0.5, wall=lambda: WALL)  # type: ignore[arg-type]
-    reply = await proxy(ex or exchange(rt))
-    if reply.release is not None:
-        await reply.release()
+    async with HttpPool() as pool:
+        proxy = Proxy(pool, clock, sleep=sleep, rng=lambda: 0.5, wall=lambda: WALL)
+        reply = await proxy(ex or exchange(rt))
+        if reply.release is not None:
+            await reply.release()
     return reply.status, waits
 
 
-OK = Response(200, [])
+OK = response(200, b"{}")
+
+
+def unavailable(*headers: tuple[bytes, bytes]) -> bytes:
+    return response(503, b"", *headers)
 
 
 @pytest.mark.parametrize(("value", "wait"), [(b"1", 1.0), (b"0", 0.0),
@@ -87,47 +77,48 @@ OK = Response(200, [])
 async def test_retry_after_replaces_the_backoff(value: bytes, wait: float) -> None:
     """A 503 with Retry-After (seconds or an HTTP-date) is retried after exactly that long."""
     clock = FakeClock()
-    rt = runtime(clock, retry={"retry_on": ["5xx"]})
-    pool = StubPool(Response(503, [(b"Retry-After", value)]), OK)
-    status, waits = await run(rt, pool, clock)
-    assert (status, waits, len(pool.calls)) == (200, [pytest.approx(wait)], 2)
+    async with scripted(clock, unavailable((b"Retry-After", value)), OK,
+                        retry={"retry_on": ["5xx"]}) as (rt, script):
+        status, waits = await run(rt, clock)
+    assert (status, waits, len(script.calls)) == (200, [pytest.approx(wait)], 2)
 
 
 async def test_without_retry_after_the_jittered_backoff_is_used() -> None:
     """No Retry-After: the wait is Envoy's full jitter, 0.5 x 25 ms with this rng."""
     clock = FakeClock()
-    rt = runtime(clock, retry={"retry_on": ["5xx"]})
-    status, waits = await run(rt, StubPool(Response(503, []), OK), clock)
+    async with scripted(clock, unavailable(), OK, retry={"retry_on": ["5xx"]}) as (rt, _):
+        status, waits = await run(rt, clock)
     assert (status, waits) == (200, [pytest.approx(0.0125)])
 
 
 async def test_a_retry_after_over_the_cap_is_passed_to_the_client() -> None:
     """Retry-After above max_retry_after: no retry, the client gets the 503 and its header."""
     clock = FakeClock()
-    rt = runtime(clock, retry={"retry_on": ["5xx"], "max_retry_after": "2s"})
-    pool = StubPool(Response(503, [(b"retry-after", b"3")]), OK)
-    status, waits = await run(rt, pool, clock)
-    assert (status, waits, len(pool.calls)) == (503, [], 1)
-    rt = runtime(clock, retry={"retry_on": ["5xx"], "max_retry_after": "3s"})
-    status, waits = await run(rt, StubPool(Response(503, [(b"retry-after", b"3")]), OK), clock)
+    async with scripted(clock, unavailable((b"retry-after", b"3")), OK,
+                        retry={"retry_on": ["5xx"], "max_retry_after": "2s"}) as (rt, script):
+        status, waits = await run(rt, clock)
+    assert (status, waits, len(script.calls)) == (503, [], 1)
+    async with scripted(clock, unavailable((b"retry-after", b"3")), OK,
+                        retry={"retry_on": ["5xx"], "max_retry_after": "3s"}) as (rt, _):
+        status, waits = await run(rt, clock)
     assert (status, waits) == (200, [3.0])
 
 
 async def test_a_retry_after_past_the_route_timeout_is_not_waited() -> None:
     """A wait that would end after the route's timeout is not started."""
     clock = FakeClock()
-    rt = runtime(clock, timeout="2s", retry={"retry_on": ["5xx"], "max_retry_after": "10s"})
-    pool = StubPool(Response(503, [(b"retry-after", b"5")]), OK)
-    status, waits = await run(rt, pool, clock)
-    assert (status, waits, len(pool.calls)) == (503, [], 1)
+    async with scripted(clock, unavailable((b"retry-after", b"5")), OK, timeout="2s",
+                        retry={"retry_on": ["5xx"], "max_retry_after": "10s"}) as (rt, script):
+        status, waits = await run(rt, clock)
+    assert (status, waits, len(script.calls)) == (503, [], 1)
 
 
 async def test_an_unparseable_retry_after_falls_back_to_the_backoff() -> None:
     """A Retry-After that is neither seconds nor an HTTP-date is ignored."""
     clock = FakeClock()
-    rt = runtime(clock, retry={"retry_on": ["5xx"]})
-    status, waits = await run(rt, StubPool(Response(503, [(b"retry-after", b"soon")]), OK),
-                              clock)
+    async with scripted(clock, unavailable((b"retry-after", b"soon")), OK,
+                        retry={"retry_on": ["5xx"]}) as (rt, _):
+        status, waits = await run(rt, clock)
     assert (status, waits) == (200, [pytest.approx(0.0125)])
 
 
@@ -140,13 +131,13 @@ async def test_a_keyed_post_is_retried_only_when_the_route_allows(
 ) -> None:
     """POST + Idempotency-Key is retried on a 503 only with retry.idempotency_key: true."""
     clock = FakeClock()
-    rt = runtime(clock, retry={"retry_on": ["5xx"], "idempotency_key": allow})
     headers = [(b"idempotency-key", key)] if key is not None else []
-    pool = StubPool(Response(503, []), OK)
-    status, _ = await run(rt, pool, clock, exchange(rt, b"POST", headers))
-    assert (status, len(pool.calls)) == ((200, 2) if retried else (503, 1))
+    async with scripted(clock, unavailable(), OK,
+                        retry={"retry_on": ["5xx"], "idempotency_key": allow}) as (rt, script):
+        status, _ = await run(rt, clock, exchange(rt, b"POST", headers))
+    assert (status, len(script.calls)) == ((200, 2) if retried else (503, 1))
     if retried:
-        assert [c["body"] for c in pool.calls] == [b"{}", b"{}"]
+        assert [c.body for c in script.calls] == [b"{}", b"{}"]
 
 
 def test_the_key_makes_any_method_retryable_but_not_a_streamed_body() -> None:
