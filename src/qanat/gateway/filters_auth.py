@@ -115,7 +115,15 @@ def key_auth_filter(config: Mapping[str, Any], route: str) -> AuthFilter:
     async def authenticate(headers: HeaderList, query: bytes) -> Identity | AuthFailure:
         return auth.authenticate(headers, query)
 
-    return AuthFilter(authenticate, auth.strip)
+    def take_now(headers: HeaderList, query: bytes
+                 ) -> tuple[Identity | AuthFailure, HeaderList, bytes]:
+        """A key is checked in memory: always decided at once, no coroutine."""
+        result = auth.authenticate(headers, query)
+        if isinstance(result, AuthFailure):
+            return result, headers, query
+        return (result, *auth.strip(headers, query))
+
+    return AuthFilter(authenticate, auth.strip, take_now=take_now)
 
 
 register_filter("jwt", jwt_filter)

@@ -106,3 +106,23 @@ async def test_a_hook_filter_can_still_be_called_around_style() -> None:
     assert reply.headers == [(b"x-inner", b"1"), (b"x-step", b"a")]
     refused = await Step("b", log, answer=401, wait=True)(_ex(), _inner(log))
     assert refused.status == 401 and log[-1] == "b"
+
+
+def test_key_auth_decides_at_once_without_a_coroutine() -> None:
+    """An API key is checked in memory: the hook answers or admits synchronously, and the
+    key never goes upstream."""
+    import hashlib
+
+    from qanat.gateway.filters_auth import key_auth_filter
+
+    digest = hashlib.sha256(b"k-123").hexdigest()
+    f = key_auth_filter({"consumers": [{"name": "shop", "key_sha256": digest}]}, "r")
+    ex = Exchange(b"GET", b"/", b"", [(b"apikey", b"k-123"), (b"accept", b"*/*")], host=b"h",
+                  authority=b"h", peer=b"p", scheme=b"http", request_id=b"r")
+    assert f.on_request(ex) is None
+    assert ex.state is not None and ex.state["identity"].consumer == "shop"
+    assert (b"apikey", b"k-123") not in ex.headers and (b"accept", b"*/*") in ex.headers
+    bad = Exchange(b"GET", b"/", b"", [(b"apikey", b"nope")], host=b"h", authority=b"h",
+                   peer=b"p", scheme=b"http", request_id=b"r")
+    refused = f.on_request(bad)
+    assert isinstance(refused, Reply) and refused.status == 401
