@@ -1,43 +1,36 @@
-"""The proxy's bookkeeping when a request is cancelled mid-way (client gone, shutdown)."""
+"""The proxy's bookkeeping when a request is cancelled mid-way (client gone, shutdown).
+
+The proxy sends through a real pool to real local instances (``upstream_support``)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
+from tests.unit.gateway.upstream_support import Script, targets, upstreams
+from tests.unit.http.upstream_servers import Upstream, response, until_client_closes
 
 from qanat.gateway.config import parse_routes
 from qanat.gateway.filters import Exchange
 from qanat.gateway.proxy import Proxy, RouteRuntime
 from qanat.gateway.routing import compile_routes
-from qanat.gateway.upstream import Pick, Upstream
-from qanat.http import UpstreamResponse
+from qanat.gateway.upstream import Pick
+from qanat.gateway.upstream import Upstream as UpstreamSet
+from qanat.http import HttpPool
 from qanat.testing import FakeClock
 
 
-class StubPool:
-    """Stands in for HttpPool (our own client, not a server): each call runs ``answer``."""
-
-    def __init__(self, answer: Any) -> None:
-        self.answer = answer
-        self.calls = 0
-
-    async def request(self, **kwargs: Any) -> UpstreamResponse:
-        self.calls += 1
-        result: UpstreamResponse = await self.answer()
-        return result
-
-
-def runtime(clock: FakeClock, *, breaker: bool = True, **route: Any) -> RouteRuntime:
-    upstream: dict[str, Any] = {"kind": "static", "targets": [{"url": "http://10.0.0.1:80"}]}
+def runtime(clock: FakeClock, server: Upstream, *, breaker: bool = True,
+            **route: Any) -> RouteRuntime:
+    upstream: dict[str, Any] = {"kind": "static", "targets": targets([server])}
     if breaker:
         upstream["breaker"] = {"consecutive_failures": 1, "timeout": "5s"}
     cfg = {"name": "r", "upstream": upstream, **route}
     table = compile_routes(parse_routes([cfg]))
     r = table.routes[0]
-    upstream = Upstream(r.config.upstream, None, "r", clock=clock)
-    return RouteRuntime(r, upstream, r.config.timeout, None)  # type: ignore[arg-type]
+    instances = UpstreamSet(r.config.upstream, None, "r", clock=clock)
+    return RouteRuntime(r, instances, r.config.timeout, None)  # type: ignore[arg-type]
 
 
 def exchange(rt: RouteRuntime) -> Exchange:
@@ -48,51 +41,43 @@ def exchange(rt: RouteRuntime) -> Exchange:
 async def test_a_cancelled_trial_frees_the_half_open_slot() -> None:
     """A half-open breaker's only trial, cancelled, does not leave the instance refused forever."""
     clock = FakeClock()
-    rt = runtime(clock)
-    first = rt.upstream.choose([], [], clock())
-    assert isinstance(first, Pick)
-    rt.upstream.settle(first, 503, 0.0, clock())  # opens the breaker
-    clock.advance(6)  # half-open
-
-    async def cancelled() -> UpstreamResponse:
-        raise asyncio.CancelledError
-
-    proxy = Proxy(StubPool(cancelled), clock)  # type: ignore[arg-type]
-    with pytest.raises(asyncio.CancelledError):
-        await proxy(exchange(rt))
-    assert isinstance(rt.upstream.choose([], [], clock()), Pick)
+    async with upstreams(until_client_closes) as [server], HttpPool() as pool:
+        rt = runtime(clock, server)
+        first = rt.upstream.choose([], [], clock())
+        assert isinstance(first, Pick)
+        rt.upstream.settle(first, 503, 0.0, clock())  # opens the breaker
+        clock.advance(6)  # half-open
+        trial = asyncio.ensure_future(Proxy(pool, clock)(exchange(rt)))
+        await server.wait_until(lambda: len(server.received) == 1)  # sent, unanswered
+        trial.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await trial
+        assert isinstance(rt.upstream.choose([], [], clock()), Pick)
 
 
 async def test_a_retry_cancelled_in_its_backoff_gives_back_its_budget() -> None:
     """Cancelled while waiting to retry, the request leaves no retry counted as active."""
     clock = FakeClock()
-    rt = runtime(clock, breaker=False, retry={"retry_on": ["5xx"]})
+    slept: list[float] = []
+    async with upstreams(Script([response(503, b"")])) as [server], HttpPool() as pool:
+        rt = runtime(clock, server, breaker=False, retry={"retry_on": ["5xx"]})
 
-    class Response:
-        status = 503
-        complete = True
-        headers: ClassVar[list[tuple[bytes, bytes]]] = []
+        async def sleep(seconds: float) -> None:
+            slept.append(seconds)
+            assert rt.budget.stats().active_retries == 1
+            raise asyncio.CancelledError
 
-        async def aclose(self) -> None:
-            return None
-
-    async def answer() -> Any:
-        return Response()
-
-    async def sleep(seconds: float) -> None:
-        assert rt.budget.stats().active_retries == 1
-        raise asyncio.CancelledError
-
-    proxy = Proxy(StubPool(answer), clock, sleep=sleep, rng=lambda: 0.5)  # type: ignore[arg-type]
-    with pytest.raises(asyncio.CancelledError):
-        await proxy(exchange(rt))
+        proxy = Proxy(pool, clock, sleep=sleep, rng=lambda: 0.5)
+        with pytest.raises(asyncio.CancelledError):
+            await proxy(exchange(rt))
+    assert len(slept) == 1 and len(server.received) == 1
     stats = rt.budget.stats()
     assert (stats.active_requests, stats.active_retries) == (0, 0)
 
 
 def _targets(n: int) -> dict[str, Any]:
-    targets = [{"url": f"http://10.0.0.{i}:80"} for i in range(1, n + 1)]
-    return {"kind": "static", "targets": targets}
+    urls = [{"url": f"http://10.0.0.{i}:80"} for i in range(1, n + 1)]
+    return {"kind": "static", "targets": urls}
 
 
 @pytest.mark.parametrize(("floor", "granted"), [(None, 6), (3, 3)])
@@ -107,10 +92,10 @@ def test_the_retry_budget_floor_scales_with_requests_per_instance(
         retry["min_retry_concurrency"] = floor
     cfg = {"name": "r", "upstream": _targets(2), "retry": retry}
     r = compile_routes(parse_routes([cfg])).routes[0]
-    rt = RouteRuntime(r, Upstream(r.config.upstream, None, "r", clock=clock), 10.0,
+    rt = RouteRuntime(r, UpstreamSet(r.config.upstream, None, "r", clock=clock), 10.0,
                       None)  # type: ignore[arg-type]
     assert rt.retry is not None
-    proxy = Proxy(StubPool(None), clock, rng=lambda: 0.0)  # type: ignore[arg-type]
+    proxy = Proxy(HttpPool(), clock, rng=lambda: 0.0)  # never sends: only _backoff is asked
     for _ in range(12):
         rt.budget.request_started()
     delays = [proxy._backoff(rt, rt.retry, 1, 0.0, 10.0, 0.0) for _ in range(8)]
