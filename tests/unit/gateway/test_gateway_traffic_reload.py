@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
 import pytest
+from tests.unit.gateway.upstream_support import Script, targets, upstreams
 
 from qanat.gateway.app import Gateway
 from qanat.gateway.filters import Exchange, Handler, Reply, register_filter, unregister_filter
@@ -14,6 +15,7 @@ from qanat.gateway.observe import Note
 from qanat.gateway.proxy import Proxy
 from qanat.gateway.route_runtime import RouteRuntime, RouteState
 from qanat.gateway.upstream import Pick
+from qanat.http import HttpPool
 from qanat.testing import FakeClock, eventually
 
 TARGETS = [{"url": f"http://10.0.0.{i}:80"} for i in (1, 2, 3)]
@@ -25,6 +27,7 @@ def route(name: str = "r", **extra: Any) -> dict[str, Any]:
 
 
 BREAKER = {"breaker": {"consecutive_failures": 1, "timeout": "30s"}}
+NO_CONTENT = b"HTTP/1.1 204 No Content\r\n\r\n"
 
 
 @pytest.fixture
@@ -218,41 +221,36 @@ async def test_the_note_holds_the_target_tried_and_a_refusal_notes_nothing(
 ) -> None:
     """An observed request's note (``exchange.note``) gets the instance the proxy sent it to;
     refused by open breakers it gets no instance, and the error kind ``circuit_open``."""
-    gw = Gateway([route(upstream=BREAKER)], clock=clock, observers=[])
-    try:
-        rt = runtime(gw)
-        sent: list[str] = []
+    async with upstreams(Script([NO_CONTENT]), len(TARGETS)) as servers, HttpPool() as pool:
+        gw = Gateway([route(upstream={**BREAKER, "targets": targets(servers)})], clock=clock,
+                     observers=[])
+        try:
+            rt = runtime(gw)
 
-        class Answer:
-            status, reason, complete = 204, b"No Content", True  # no body to stream
-            headers: ClassVar[list[tuple[bytes, bytes]]] = []
+            def sent() -> list[str]:
+                return [f"127.0.0.1:{s.port}" for s in servers for _ in s.received]
 
-            async def aclose(self) -> None:
-                return None
+            async def observed() -> Note:
+                note = Note()
+                ex = Exchange(b"GET", b"/r", b"", [], host=b"h", authority=b"h", peer=b"p",
+                              scheme=b"http", request_id=b"rid", route=rt)
+                ex.note = note
+                reply = await Proxy(pool, clock)(ex)
+                if reply.release is not None:
+                    await reply.release()
+                return note
 
-        class Pool:
-            async def request(self, *, host: str, port: int, **kw: Any) -> Answer:
-                sent.append(f"{host}:{port}")
-                return Answer()
-
-        async def observed() -> Note:
-            note = Note()
-            ex = Exchange(b"GET", b"/r", b"", [], host=b"h", authority=b"h", peer=b"p",
-                          scheme=b"http", request_id=b"rid", route=rt)
-            ex.note = note
-            await Proxy(Pool(), clock)(ex)  # type: ignore[arg-type]
-            return note
-
-        for _ in TARGETS:
-            fail(rt, clock)
-        note = await observed()
-        assert (note.target, note.error, sent) == (None, "circuit_open", [])
-        clock.advance(31)  # half-open: the first target offered gets the trial
-        note = await observed()
-        assert note.target is not None and sent == [f"{note.target.host}:{note.target.port}"]
-        assert note.error is None
-    finally:
-        await gw.aclose()
+            for _ in TARGETS:
+                fail(rt, clock)
+            note = await observed()
+            assert (note.target, note.error, sent()) == (None, "circuit_open", [])
+            clock.advance(31)  # half-open: the first target offered gets the trial
+            note = await observed()
+            assert note.target is not None
+            assert sent() == [f"{note.target.host}:{note.target.port}"]
+            assert note.error is None
+        finally:
+            await gw.aclose()
 
 
 async def test_a_new_runtime_takes_its_budget_from_the_route(make: Any) -> None:
