@@ -167,7 +167,7 @@ def validate(model: type[M], doc: LocatedDocument, *, at: Loc = ()) -> M:
         problems = []
         for err in exc.errors(include_url=False):
             loc = (*at, *err["loc"])
-            problems.append(f"{doc.where(loc)}: {_fmt(loc)}: {_explain(err)}")
+            problems.append(f"{doc.where(loc)}: {_fmt(loc)}: {explain_error(err)}")
         files = doc.sources()
         extending = f" (extending {', '.join(files[1:])})" if len(files) > 1 else ""
         raise ConfigError(
@@ -175,7 +175,8 @@ def validate(model: type[M], doc: LocatedDocument, *, at: Loc = ()) -> M:
         ) from None
 
 
-def _explain(err: Mapping[str, Any]) -> str:
+def explain_error(err: Mapping[str, Any]) -> str:
+    """One pydantic error in words a config author can act on."""
     kind = err.get("type", "")
     msg = str(err.get("msg", "invalid value"))
     if kind == "extra_forbidden":

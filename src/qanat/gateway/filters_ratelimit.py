@@ -35,7 +35,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from qanat.core.ratelimit import GCRA, Decision, Limiter, SlidingWindow, TokenBucket
 from qanat.core.ratelimit_base import DEFAULT_MAX_KEYS
@@ -45,7 +45,7 @@ from qanat.core.ratelimit_headers import (
     ratelimit_policy,
     x_ratelimit,
 )
-from qanat.errors import ConfigError
+from qanat.gateway.filter_config import filter_config
 from qanat.gateway.filters import Exchange, HookFilter, Reply, add_reply_headers, register_filter
 from qanat.gateway.problem import problem
 from qanat.gateway.resilience import Duration
@@ -231,12 +231,7 @@ class RateLimitFilter(HookFilter):
 
 def rate_limit_filter(config: Mapping[str, Any], route: str) -> RateLimitFilter:
     """The ``rate_limit`` filter factory (registered on import)."""
-    try:
-        return RateLimitFilter(RateLimitConfig.model_validate(dict(config)), route)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{where + ': ' if where else ''}{first['msg']}") from None
+    return RateLimitFilter(filter_config(RateLimitConfig, config), route)
 
 
 register_filter("rate_limit", rate_limit_filter)

@@ -24,10 +24,10 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from qanat.core.balance import Endpoint, SmoothWeightedRoundRobin
-from qanat.errors import ConfigError
+from qanat.gateway.filter_config import filter_config
 from qanat.gateway.filters import Exchange, HeaderList, HookFilter, Reply, register_filter
 from qanat.gateway.problem import problem
 from qanat.gateway.resilience import Duration
@@ -241,12 +241,7 @@ class FaultFilter(HookFilter):
 
 def fault_filter(config: Mapping[str, Any], route: str) -> FaultFilter:
     """The ``fault`` filter factory (registered on import)."""
-    try:
-        return FaultFilter(FaultConfig.model_validate(dict(config)), route)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{where + ': ' if where else ''}{first['msg']}") from None
+    return FaultFilter(filter_config(FaultConfig, config), route)
 
 
 register_filter("fault", fault_filter)

@@ -126,3 +126,20 @@ def test_key_auth_decides_at_once_without_a_coroutine() -> None:
                    peer=b"p", scheme=b"http", request_id=b"r")
     refused = f.on_request(bad)
     assert isinstance(refused, Reply) and refused.status == 401
+
+
+def test_a_bad_filter_config_names_the_field_in_the_topology_file_s_words() -> None:
+    """rate_limit and fault configs fail like topology files do: the field, then the fix."""
+    import pytest
+
+    from qanat.errors import ConfigError
+    from qanat.gateway.filters import build_filter
+
+    cases = [("rate_limit", {"rate": 1, "bogus": 2}, "bogus: unknown field (check the spelling"),
+             ("rate_limit", {"rate": -1}, "rate: Input should be greater than 0 (got -1)"),
+             ("fault", {"abort": {"status": 700}}, "abort.status: Input should be less than or")]
+    for name, config, expected in cases:
+        with pytest.raises(ConfigError) as caught:
+            build_filter(name, config, "r", "route 'r' (routes[0]).filters[0]")
+        assert expected in str(caught.value), str(caught.value)
+        assert "routes[0]).filters[0].config" in str(caught.value)
