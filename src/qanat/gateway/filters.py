@@ -285,51 +285,29 @@ def chain(filters: Sequence[Filter], inner: Handler) -> Handler:
 class Hooks:
     """Runs the ``on_request`` hooks of consecutive filters in order, then ``inner``.
 
-    A hook that lets the request go on, or answers synchronously, costs a
-    plain call: when every hook does, the runner returns ``inner``'s awaitable
-    itself, with no coroutine of its own, if ``inner`` puts the reply headers
-    on its replies (``applies_reply_headers``, as the proxy does). A hook that
-    must wait, or an ``inner`` that does not apply them, takes one coroutine.
-    The reply, from a hook or from ``inner``, gets the headers the hooks asked
-    for (``add_reply_headers``), once.
+    One coroutine for the whole run: a hook that answers synchronously, or
+    lets the request go on, costs a plain call. The reply, from a hook or
+    from ``inner``, gets the headers the hooks asked for (``add_reply_headers``).
     """
 
-    __slots__ = ("_applies", "_hooks", "_inner")
+    __slots__ = ("_hooks", "_inner")
 
     def __init__(self, filters: Sequence[Any], inner: Handler) -> None:
         self._hooks: tuple[Callable[[Exchange], Verdict], ...] = tuple(
             f.on_request for f in filters)
         self._inner = inner
-        self._applies = getattr(inner, "applies_reply_headers", False) is True
 
     def __call__(self, ex: Exchange) -> Awaitable[Reply]:
-        hooks = self._hooks
-        for i in range(len(hooks)):
-            verdict = hooks[i](ex)
-            if verdict is not None:
-                if verdict.__class__ is Reply:
-                    return with_reply_headers(ex, verdict)  # a Reply awaits to itself
-                return self._resume(ex, verdict, i + 1)
-        if self._applies:
-            return self._inner(ex)
-        return self._after(ex)
+        return self._run(ex)
 
-    async def _resume(self, ex: Exchange, waiting: Awaitable[Reply | None], start: int
-                      ) -> Reply:
-        """Wait for a hook's verdict, then run the hooks after it and ``inner``."""
-        answer = await waiting
-        if answer is not None:
-            return with_reply_headers(ex, answer)
-        for hook in self._hooks[start:]:
+    async def _run(self, ex: Exchange) -> Reply:
+        for hook in self._hooks:
             verdict = hook(ex)
             if verdict is not None:
                 if verdict.__class__ is not Reply:
                     verdict = await verdict
                 if verdict is not None:
                     return with_reply_headers(ex, verdict)
-        return with_reply_headers(ex, await self._inner(ex))
-
-    async def _after(self, ex: Exchange) -> Reply:
         return with_reply_headers(ex, await self._inner(ex))
 
 

@@ -39,7 +39,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable
 from qanat.core.retry import RetryPolicy, parse_retry_after
 from qanat.gateway.body import RequestBody
 from qanat.gateway.buffering import bufferable, wait_body
-from qanat.gateway.filters import Exchange, HeaderList, Reply, with_reply_headers
+from qanat.gateway.filters import Exchange, HeaderList, Reply
 from qanat.gateway.hardening import RequestRejected
 from qanat.gateway.headers import forward_request_headers, forward_response_headers
 from qanat.gateway.metrics import error_kind
@@ -58,16 +58,10 @@ INLINE_BYTES = 64 * 1024  # a complete upstream body up to this size is passed o
 class Proxy:
     """``await proxy(exchange) -> Reply``: the handler at the centre of every filter chain.
 
-    Every reply it returns, the upstream's or a problem of its own, carries the
-    headers filters asked for (``add_reply_headers``), so the ``Hooks`` runner
-    before it needs no coroutine to add them (``applies_reply_headers``).
-
     ``clock`` times tries and breakers; ``rng`` draws the backoff jitter;
     ``sleep`` waits between tries; ``wall`` (Unix time) reads a ``Retry-After``
     given as an HTTP-date.
     """
-
-    applies_reply_headers = True
 
     def __init__(
         self,
@@ -174,8 +168,7 @@ class Proxy:
             try:
                 body = await replayable(body, ex.headers, rt.max_buffered_body)
             except RequestRejected as exc:
-                return with_reply_headers(
-                    ex, problem(exc.status, exc.detail, ex.request_id, close=True))
+                return problem(exc.status, exc.detail, ex.request_id, close=True)
         rt.budget.request_started()
         try:
             return await self._tries(ex, rt, headers, body, policy)
@@ -306,13 +299,12 @@ class Proxy:
 
 
 def _noted(ex: Exchange, reply: Reply) -> Reply:
-    """``reply``, a problem the proxy made itself, with the exchange's reply headers; its
-    error kind goes to the observed request's note (the ``kind`` label of
-    ``qanat_gateway_upstream_errors_total``)."""
+    """``reply``, a problem the proxy made itself; its error kind goes to the observed
+    request's note (the ``kind`` label of ``qanat_gateway_upstream_errors_total``)."""
     note = ex.note
     if note is not None:
         note.error = error_kind(reply.status, reply.body or b"")
-    return with_reply_headers(ex, reply)
+    return reply
 
 
 def _refusal(ex: Exchange, refusal: Refusal, name: str) -> Reply:
@@ -324,27 +316,21 @@ def _refusal(ex: Exchange, refusal: Refusal, name: str) -> Reply:
 
 
 def _reply(ex: Exchange, resp: UpstreamResponse, route: Route) -> Reply:
-    """The upstream's response for the client, with the exchange's reply headers."""
-    status = resp.status
-    bodiless = ex.method == b"HEAD" or status in _NO_BODY_STATUS or status < 200
-    body = None
+    if ex.method == b"HEAD" or resp.status in _NO_BODY_STATUS or resp.status < 200:
+        # closed by the server's release; an empty stream keeps the release path uniform
+        out = forward_response_headers(resp.headers, ex.request_id, route.response_edit)
+        return Reply(resp.status, out, None, release=resp.aclose, reason=resp.reason)
     # Only below 400: the server counts a 4xx/5xx *body* reply as one the gateway
     # wrote itself (qanat_gateway_rejected_total); an upstream's error stays a stream.
     # (isinstance: some unit tests hand in a reduced stand-in for the response.)
-    if not bodiless and status < 400 and isinstance(resp, UpstreamResponse):
-        body = resp.take_complete(INLINE_BYTES)  # it came with the head: one write
-    out = forward_response_headers(resp.headers, ex.request_id, route.response_edit,
-                                   whole=body is not None)
-    extra = ex.reply_headers
-    if extra is not None:
-        ex.reply_headers = None
-        out += extra
-    if bodiless:
-        # closed by the server's release; an empty stream keeps the release path uniform
-        return Reply(status, out, None, release=resp.aclose, reason=resp.reason)
-    if body is not None:  # no stream, no release
-        return Reply(status, out, body, reason=resp.reason)
-    return Reply(status, out, stream=resp.iter_chunks(), release=resp.aclose,
+    if resp.status < 400 and isinstance(resp, UpstreamResponse):
+        body = resp.take_complete(INLINE_BYTES)
+        if body is not None:  # it came with the head: no stream, no release, one write
+            out = forward_response_headers(resp.headers, ex.request_id, route.response_edit,
+                                           whole=True)
+            return Reply(resp.status, out, body, reason=resp.reason)
+    out = forward_response_headers(resp.headers, ex.request_id, route.response_edit)
+    return Reply(resp.status, out, stream=resp.iter_chunks(), release=resp.aclose,
                  reason=resp.reason)
 
 
