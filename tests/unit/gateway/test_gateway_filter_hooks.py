@@ -143,3 +143,35 @@ def test_a_bad_filter_config_names_the_field_in_the_topology_file_s_words() -> N
             build_filter(name, config, "r", "route 'r' (routes[0]).filters[0]")
         assert expected in str(caught.value), str(caught.value)
         assert "routes[0]).filters[0].config" in str(caught.value)
+
+
+async def test_after_a_hook_that_waits_the_later_hooks_still_run_in_order() -> None:
+    log: list[str] = []
+    handler = chain([Step("a", log, wait=True), Step("b", log), Step("c", log, wait=True)],
+                    _inner(log))
+    reply = await handler(_ex())
+    assert log == ["a", "b", "c", "inner"]
+    assert [v for k, v in reply.headers if k == b"x-step"] == [b"a", b"b", b"c"]
+
+
+async def test_a_proxy_made_502_carries_the_rate_limit_fields() -> None:
+    """The hooks' reply headers go on the proxy's own problems too (a refused upstream)."""
+    from qanat.gateway.app import Gateway
+    from qanat.testing import free_port
+
+    routes = [{"name": "r", "match": {"prefix": "/"},
+               "filters": [{"name": "rate_limit", "config": {"rate": 100, "key": "route"}}],
+               "upstream": {"kind": "static",
+                            "targets": [{"url": f"http://127.0.0.1:{free_port()}"}]}}]
+    gw = Gateway(routes)
+    await gw.start("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        data = await reader.read()
+        writer.close()
+    finally:
+        await gw.aclose(1.0)
+    head = data.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 502")
+    assert b"\r\nratelimit-policy: " in head and b"\r\nx-ratelimit-remaining: 99" in head
