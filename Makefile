@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: up test install install-dev servers lint typecheck pytest bench clean
+.PHONY: up test test-compiled install install-dev servers lint typecheck pytest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ pytest: install-dev servers
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The gateway and http tests again on a mypyc-compiled copy of the hot path (nothing
+# compiled is shipped; this keeps the source ready for it: docs/gateway-performance.md).
+test-compiled: install-dev servers
+	bash benchmarks/gateway/mypyc_tests.sh
 
 bench: install-dev
 	$(BIN)/python benchmarks/primitives.py
