@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -451,3 +451,18 @@ async def connect_when_listening(
 
     return await eventually(attempt, timeout=timeout, interval=0.05, ignore=(OSError,),
                             what=lambda: f"a gateway listening on {port}; log tail: {tail()}")
+
+
+@contextlib.asynccontextmanager
+async def gateway_client(routes: list[dict[str, object]], **limits: object
+                         ) -> AsyncIterator[tuple[Gateway, RawClient]]:
+    """A started gateway and one client connection to it; both closed after."""
+    gateway = await start_gateway(routes, **limits)
+    try:
+        client = await RawClient.connect(gateway.port)
+        try:
+            yield gateway, client
+        finally:
+            await client.close()
+    finally:
+        await gateway.aclose(timeout=1)

@@ -14,10 +14,9 @@ from test_gateway_support import (
     CUT,
     STREAM,
     Backend,
-    RawClient,
     backends,
+    gateway_client,
     get,
-    start_gateway,
     static,
 )
 
@@ -41,32 +40,26 @@ async def test_a_get_cut_mid_body_is_retried_on_the_healthy_instance(pair: list[
     """A GET whose small response is cut after its head is retried and the client gets b's."""
     a, b = pair
     a.behave = lambda s: CUT
-    gw = await start_gateway([{"name": "r", "upstream": static(a, b), "retry": {}}])
-    client = await RawClient.connect(gw.port)
-    try:
+    async with gateway_client(
+        [{"name": "r", "upstream": static(a, b), "retry": {}}]
+    ) as (_gw, client):
         for _ in range(4):
             reply = await client.request(get("/x"))
             assert reply.status == 200 and reply.json()["instance"] == "b"
         assert a.count() >= 1 and b.count() == 4
-    finally:
-        await client.close()
-        await gw.aclose(timeout=1)
 
 
 async def test_a_post_cut_mid_body_is_not_retried(pair: list[Backend]) -> None:
     """A POST whose response is cut after its head is answered 502 and reached one instance once."""
     a, b = pair
     a.behave = b.behave = lambda s: CUT
-    gw = await start_gateway([{"name": "r", "upstream": static(a, b),
-                               "retry": {"num_retries": 3, "retry_on": ["reset", "5xx"]}}])
-    client = await RawClient.connect(gw.port)
-    try:
+    async with gateway_client(
+        [{"name": "r", "upstream": static(a, b),
+          "retry": {"num_retries": 3, "retry_on": ["reset", "5xx"]}}]
+    ) as (_gw, client):
         reply = await client.request(post("/pay", b'{"amount": 5}'))
         assert reply.status == 502
         assert a.count("POST") + b.count("POST") == 1
-    finally:
-        await client.close()
-        await gw.aclose(timeout=1)
 
 
 async def test_without_a_retry_policy_a_cut_small_body_is_a_502_not_a_cut(
@@ -74,14 +67,9 @@ async def test_without_a_retry_policy_a_cut_small_body_is_a_502_not_a_cut(
     """Buffered but not retried, a cut small body becomes a clean 502 on a kept connection."""
     a, _ = pair
     a.behave = lambda s: CUT
-    gw = await start_gateway([{"name": "r", "upstream": static(a)}])
-    client = await RawClient.connect(gw.port)
-    try:
+    async with gateway_client([{"name": "r", "upstream": static(a)}]) as (_gw, client):
         assert (await client.request(get("/x"))).status == 502
         assert (await client.request(get("/y"))).status == 502  # the connection survived
-    finally:
-        await client.close()
-        await gw.aclose(timeout=1)
 
 
 async def test_buffering_off_lets_the_head_through_and_the_cut_reaches_the_client(
@@ -89,31 +77,21 @@ async def test_buffering_off_lets_the_head_through_and_the_cut_reaches_the_clien
     """With ``buffer_response_bytes: 0`` the head streams at once, so the cut is not retried."""
     a, b = pair
     a.behave = b.behave = lambda s: CUT
-    gw = await start_gateway([{"name": "r", "upstream": static(a, b), "retry": {},
-                               "buffer_response_bytes": 0}])
-    client = await RawClient.connect(gw.port)
-    try:
+    async with gateway_client([{"name": "r", "upstream": static(a, b), "retry": {},
+                                "buffer_response_bytes": 0}]) as (_gw, client):
         await client.send(get("/x"))
         with pytest.raises(EOFError):
             await client.response()
         assert a.count() + b.count() == 1
-    finally:
-        await client.close()
-        await gw.aclose(timeout=1)
 
 
 async def test_a_response_larger_than_the_bound_still_streams(pair: list[Backend]) -> None:
     """A Content-Length above ``buffer_response_bytes`` is not held back: its cut is not retried."""
     a, b = pair
     a.behave = b.behave = lambda s: STREAM  # promises 1 000 000 bytes
-    gw = await start_gateway([{"name": "r", "upstream": static(a, b), "retry": {},
-                               "buffer_response_bytes": 999_999}])
-    client = await RawClient.connect(gw.port)
-    try:
+    async with gateway_client([{"name": "r", "upstream": static(a, b), "retry": {},
+                                "buffer_response_bytes": 999_999}]) as (_gw, client):
         await client.send(get("/x"))
         with pytest.raises(EOFError):
             await client.response()
         assert a.count() + b.count() == 1
-    finally:
-        await client.close()
-        await gw.aclose(timeout=1)

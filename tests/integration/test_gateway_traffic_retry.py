@@ -14,6 +14,7 @@ from test_gateway_support import (
     Backend,
     RawClient,
     backends,
+    gateway_client,
     get,
     start_gateway,
     static,
@@ -46,46 +47,35 @@ async def test_get_on_503_is_retried_on_the_other_instance(pair: list[Backend]) 
     """A GET answered 503 by one instance is retried once, on the other, and succeeds."""
     a, b = pair
     a.behave = lambda s: 503
-    gw = await _gateway([{"name": "r", "upstream": static(a, b), "retry": {}}])
-    client = await RawClient.connect(gw.port)
-    try:
+    async with gateway_client(
+        [{"name": "r", "upstream": static(a, b), "retry": {}}]
+    ) as (_gw, client):
         for _ in range(4):
             reply = await client.request(get("/x"))
             assert reply.status == 200 and reply.json()["instance"] == "b"
         assert a.count() == 4 and b.count() == 4  # two picks per request: first try always a
-    finally:
-        await client.close()
-        await gw.aclose(timeout=1)
 
 
 async def test_without_a_retry_policy_the_503_goes_to_the_client(pair: list[Backend]) -> None:
     """No retry policy, no retry (Envoy): the upstream's 503 is passed on as is."""
     a, b = pair
     a.behave = lambda s: 503
-    gw = await _gateway([{"name": "r", "upstream": static(a, b)}])
-    client = await RawClient.connect(gw.port)
-    try:
+    async with gateway_client([{"name": "r", "upstream": static(a, b)}]) as (_gw, client):
         statuses = [(await client.request(get("/x"))).status for _ in range(2)]
         assert sorted(statuses) == [200, 503] and a.count() == 1 and b.count() == 1
-    finally:
-        await client.close()
-        await gw.aclose(timeout=1)
 
 
 async def test_post_reset_after_reaching_upstream_is_not_retried(pair: list[Backend]) -> None:
     """A POST that reached the upstream and was reset is answered 502, and sent once only."""
     a, b = pair
     a.behave = b.behave = lambda s: RESET
-    gw = await _gateway([{"name": "r", "upstream": static(a, b),
-                          "retry": {"num_retries": 3, "retry_on": ["reset", "5xx"]}}])
-    client = await RawClient.connect(gw.port)
-    try:
+    async with gateway_client(
+        [{"name": "r", "upstream": static(a, b),
+          "retry": {"num_retries": 3, "retry_on": ["reset", "5xx"]}}]
+    ) as (_gw, client):
         reply = await client.request(post("/pay", b'{"amount": 5}'))
         assert reply.status == 502
         assert a.count("POST") + b.count("POST") == 1
-    finally:
-        await client.close()
-        await gw.aclose(timeout=1)
 
 
 async def test_get_reset_is_retried_and_put_body_is_resent_whole(pair: list[Backend]) -> None:
@@ -110,33 +100,27 @@ async def test_post_is_retried_when_the_upstream_never_saw_it(pair: list[Backend
     """A POST whose first try could not connect is sent to another instance (nothing was sent)."""
     _, b = pair
     dead = {"url": "http://127.0.0.1:1"}
-    gw = await _gateway([{"name": "r", "retry": {},
-                          "upstream": {"kind": "static", "targets": [dead, {"url": b.url}]}}])
-    client = await RawClient.connect(gw.port)
-    try:
+    async with gateway_client(
+        [{"name": "r", "retry": {},
+          "upstream": {"kind": "static", "targets": [dead, {"url": b.url}]}}]
+    ) as (_gw, client):
         for _ in range(2):
             reply = await client.request(post("/orders", b"{}"))
             assert reply.status == 200 and reply.json()["instance"] == "b"
         assert b.count("POST") == 2
-    finally:
-        await client.close()
-        await gw.aclose(timeout=1)
 
 
 async def test_nothing_is_retried_once_the_response_streams(pair: list[Backend]) -> None:
     """A body that breaks after the head reached the client is cut, never retried."""
     a, b = pair
     a.behave = b.behave = lambda s: STREAM
-    gw = await _gateway([{"name": "r", "upstream": static(a, b), "retry": {"num_retries": 3}}])
-    client = await RawClient.connect(gw.port)
-    try:
+    async with gateway_client(
+        [{"name": "r", "upstream": static(a, b), "retry": {"num_retries": 3}}]
+    ) as (_gw, client):
         await client.send(get("/big"))
         with pytest.raises(EOFError):
             await client.response()
         assert a.count() + b.count() == 1
-    finally:
-        await client.close()
-        await gw.aclose(timeout=1)
 
 
 async def test_per_try_timeout_retries_and_total_timeout_bounds_all(pair: list[Backend]) -> None:
@@ -145,28 +129,21 @@ async def test_per_try_timeout_retries_and_total_timeout_bounds_all(pair: list[B
     a.behave = lambda s: HANG
     routes = [{"name": "r", "upstream": static(a, b), "timeout": "2s", "per_try_timeout": "200ms",
                "retry": {"retry_on": ["gateway-error"]}}]
-    gw = await _gateway(routes)
-    client = await RawClient.connect(gw.port)
-    try:
+    async with gateway_client(routes) as (_gw, client):
         replies = [await client.request(get("/x")) for _ in range(2)]
         assert [r.json()["instance"] for r in replies] == ["b", "b"]
         b.behave = lambda s: HANG
         reply = await client.request(get("/x"))
         assert reply.status == 504
         assert reply.headers[b"content-type"] == b"application/problem+json"
-    finally:
-        await client.close()
-        await gw.aclose(timeout=1)
 
 
 async def test_breaker_opens_then_answers_503_without_calling(pair: list[Backend]) -> None:
     """After consecutive failures the breaker opens: 503 circuit-open, the instance not called."""
     a, _ = pair
     a.behave = lambda s: 500
-    gw = await _gateway([{"name": "r", "upstream": static(
-        a, breaker={"consecutive_failures": 3, "timeout": "60s"})}])
-    client = await RawClient.connect(gw.port)
-    try:
+    async with gateway_client([{"name": "r", "upstream": static(
+        a, breaker={"consecutive_failures": 3, "timeout": "60s"})}]) as (gw, client):
         statuses = [(await client.request(get("/x"))).status for _ in range(3)]
         assert statuses == [500, 500, 500] and a.count() == 3
         reply = await client.request(get("/x"))
@@ -175,9 +152,6 @@ async def test_breaker_opens_then_answers_503_without_calling(pair: list[Backend
         assert 1 <= int(reply.headers[b"retry-after"]) <= 60
         state = snapshot(gw._state[1], time.monotonic())["r"]
         assert [i.breaker for i in state.instances] == ["open"]
-    finally:
-        await client.close()
-        await gw.aclose(timeout=1)
 
 
 async def test_concurrency_limit_answers_503_when_full(pair: list[Backend]) -> None:
@@ -208,17 +182,14 @@ async def test_an_empty_retry_budget_refuses_the_retry(pair: list[Backend]) -> N
     """With a budget of 0 % and no minimum, the 503 is passed on and nothing is retried."""
     a, b = pair
     a.behave = lambda s: 503
-    gw = await _gateway([{"name": "r", "upstream": static(a, b),
-                          "retry": {"budget_percent": 0, "min_retry_concurrency": 0}}])
-    client = await RawClient.connect(gw.port)
-    try:
+    async with gateway_client(
+        [{"name": "r", "upstream": static(a, b),
+          "retry": {"budget_percent": 0, "min_retry_concurrency": 0}}]
+    ) as (gw, client):
         assert (await client.request(get("/x"))).status == 503
         assert a.count() == 1 and b.count() == 0
         state = snapshot(gw._state[1], time.monotonic())["r"]
         assert state.retry_budget is not None and state.retry_budget.refused == 1
-    finally:
-        await client.close()
-        await gw.aclose(timeout=1)
 
 
 async def test_a_try_that_never_reached_an_upstream_needs_no_retry_budget(
@@ -228,19 +199,16 @@ async def test_a_try_that_never_reached_an_upstream_needs_no_retry_budget(
     nothing reached an upstream (Finagle's requeues). A 503 is not: see the test above."""
     _, b = pair
     dead = {"url": "http://127.0.0.1:1"}
-    gw = await _gateway([{"name": "r", "retry": {"budget_percent": 0, "min_retry_concurrency": 0},
-                          "upstream": {"kind": "static", "targets": [dead, {"url": b.url}]}}])
-    client = await RawClient.connect(gw.port)
-    try:
+    async with gateway_client(
+        [{"name": "r", "retry": {"budget_percent": 0, "min_retry_concurrency": 0},
+          "upstream": {"kind": "static", "targets": [dead, {"url": b.url}]}}]
+    ) as (gw, client):
         for _ in range(4):
             reply = await client.request(get("/x"))
             assert reply.status == 200 and reply.json()["instance"] == "b"
         state = snapshot(gw._state[1], time.monotonic())["r"]
         assert state.retry_budget is not None
         assert (state.retry_budget.refused, state.retry_budget.active_retries) == (0, 0)
-    finally:
-        await client.close()
-        await gw.aclose(timeout=1)
 
 
 async def test_a_streamed_body_over_the_buffer_bound_is_not_resent(pair: list[Backend]) -> None:
@@ -250,16 +218,13 @@ async def test_a_streamed_body_over_the_buffer_bound_is_not_resent(pair: list[Ba
     """
     a, b = pair
     a.behave = b.behave = lambda s: RESET
-    gw = await _gateway([{"name": "r", "upstream": static(a, b),
-                          "retry": {"max_buffered_body": 1024, "retry_on": ["reset"]}}])
-    client = await RawClient.connect(gw.port)
-    try:
+    async with gateway_client(
+        [{"name": "r", "upstream": static(a, b),
+          "retry": {"max_buffered_body": 1024, "retry_on": ["reset"]}}]
+    ) as (_gw, client):
         await client.send(b"PUT /doc HTTP/1.1\r\nHost: gw\r\nContent-Length: 4096\r\n\r\n"
                           + b"y" * 1000)
         await asyncio.wait_for(a.heads.wait(), 10)  # the upload is streaming to a
         await client.send(b"y" * 3096)
         assert (await client.response()).status == 502
         assert a.count() + b.count() == 1
-    finally:
-        await client.close()
-        await gw.aclose(timeout=1)

@@ -8,7 +8,15 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
-from test_gateway_support import Backend, RawClient, backends, get, start_gateway, static
+from test_gateway_support import (
+    Backend,
+    RawClient,
+    backends,
+    gateway_client,
+    get,
+    start_gateway,
+    static,
+)
 
 from qanat.gateway.app import Gateway
 from qanat.gateway.upstream import StaticResolver
@@ -28,10 +36,10 @@ async def pair() -> AsyncIterator[list[Backend]]:
 async def test_rate_limit_answers_429_with_headers(pair: list[Backend]) -> None:
     """Three requests pass with RateLimit headers, the fourth gets 429 with Retry-After."""
     up, _ = pair
-    gw = await start_gateway([{"name": "rl", "upstream": static(up), "filters": [
-        {"name": "rate_limit", "config": {"rate": 0.1, "burst": 3, "key": "route"}}]}])
-    client = await RawClient.connect(gw.port)
-    try:
+    async with gateway_client(
+        [{"name": "rl", "upstream": static(up), "filters": [
+            {"name": "rate_limit", "config": {"rate": 0.1, "burst": 3, "key": "route"}}]}]
+    ) as (_gw, client):
         replies = [await client.request(get("/x")) for _ in range(4)]
         assert [r.status for r in replies] == [200, 200, 200, 429]
         assert [r.headers[b"x-ratelimit-remaining"] for r in replies] == [b"2", b"1", b"0", b"0"]
@@ -41,24 +49,18 @@ async def test_rate_limit_answers_429_with_headers(pair: list[Backend]) -> None:
         assert refused.headers[b"ratelimit"] == b'"rl";r=0;t=10'
         assert refused.json()["type"] == "urn:qanat:problem:rate-limited"
         assert up.count() == 3
-    finally:
-        await client.close()
-        await gw.aclose(timeout=1)
 
 
 async def test_rate_limit_per_header_value(pair: list[Backend]) -> None:
     """With key header:x-tenant each tenant has its own limit."""
     up, _ = pair
-    gw = await start_gateway([{"name": "rl", "upstream": static(up), "filters": [
-        {"name": "rate_limit", "config": {"rate": 0.1, "burst": 1, "key": "header:x-tenant"}}]}])
-    client = await RawClient.connect(gw.port)
-    try:
+    async with gateway_client(
+        [{"name": "rl", "upstream": static(up), "filters": [
+            {"name": "rate_limit", "config": {"rate": 0.1, "burst": 1, "key": "header:x-tenant"}}]}]
+    ) as (_gw, client):
         statuses = [(await client.request(get("/x", extra=f"X-Tenant: {t}\r\n"))).status
                     for t in ("a", "b", "a", "b")]
         assert statuses == [200, 200, 429, 429]
-    finally:
-        await client.close()
-        await gw.aclose(timeout=1)
 
 
 async def test_canary_split_is_exact_over_a_cycle(pair: list[Backend]) -> None:
@@ -69,15 +71,10 @@ async def test_canary_split_is_exact_over_a_cycle(pair: list[Backend]) -> None:
                             {"url": canary.url, "version": "1.1"}],
                 "subsets": {"stable": {"version": "1.0"}, "canary": {"version": "1.1"}},
                 "split": {"stable": 90, "canary": 10}}
-    gw = await start_gateway([{"name": "c", "upstream": upstream}])
-    client = await RawClient.connect(gw.port)
-    try:
+    async with gateway_client([{"name": "c", "upstream": upstream}]) as (_gw, client):
         seen = Counter([(await client.request(get("/x"))).json()["instance"]
                         for _ in range(100)])
         assert seen == {"stable": 90, "canary": 10}
-    finally:
-        await client.close()
-        await gw.aclose(timeout=1)
 
 
 async def test_header_and_cookie_rules_pick_the_subset(pair: list[Backend]) -> None:
@@ -125,17 +122,14 @@ async def test_fault_abort_hits_exactly_the_drawn_requests(pair: list[Backend]) 
 async def test_fault_delay_only_when_the_header_is_present(pair: list[Backend]) -> None:
     """A 100 % delay scoped to x-fault: 1 holds those requests back; others pass untouched."""
     up, _ = pair
-    gw = await start_gateway([{"name": "f", "upstream": static(up), "filters": [
+    async with gateway_client(
+        [{"name": "f", "upstream": static(up), "filters": [
         {"name": "fault", "config": {"delay": {"duration": "150ms"}, "header": "x-fault",
-                                     "value": "1", "abort": {"status": 418,
-                                                             "percentage": 0}}}]}])
-    client = await RawClient.connect(gw.port)
-    try:
+                "value": "1", "abort": {"status": 418,
+                                        "percentage": 0}}}]}]
+    ) as (_gw, client):
         started = time.monotonic()
         assert (await client.request(get("/x", extra="X-Fault: 1\r\n"))).status == 200
         assert time.monotonic() - started >= 0.15  # a delay is at least its duration
         assert (await client.request(get("/x", extra="X-Fault: 0\r\n"))).status == 200
         assert up.count() == 2
-    finally:
-        await client.close()
-        await gw.aclose(timeout=1)
