@@ -202,13 +202,8 @@ class HookFilter:
     def on_request(self, ex: Exchange) -> Verdict:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    async def __call__(self, ex: Exchange, call_next: Handler) -> Reply:
-        verdict = self.on_request(ex)
-        if verdict is not None and verdict.__class__ is not Reply:
-            verdict = await verdict
-        if verdict is not None:
-            return with_reply_headers(ex, verdict)
-        return with_reply_headers(ex, await call_next(ex))
+    def __call__(self, ex: Exchange, call_next: Handler) -> Awaitable[Reply]:
+        return Hooks((self,), call_next)(ex)  # the runner's rules, for a run of one
 
 
 FilterFactory = Callable[[Mapping[str, Any], str], Filter]
