@@ -234,7 +234,7 @@ class Proxy:
                         # never reached an upstream (connect failure ...): no retry budget
                         unsent = err is not None and not err.request_sent
                         delay = self._backoff(rt, policy, len(tried), start, deadline, clock(),
-                                              wait, unsent=unsent)
+                                              wait, unsent=unsent, failed=target.id)
                         if delay is not None:
                             reserved = not unsent
                             if resp is not None:
@@ -258,14 +258,16 @@ class Proxy:
 
     def _backoff(self, rt: RouteRuntime, policy: RetryPolicy, attempts: int, start: float,
                  deadline: float, now: float, retry_after: float | None = None, *,
-                 unsent: bool = False) -> float | None:
+                 unsent: bool = False, failed: str | None = None) -> float | None:
         """The wait before the next try, or None: attempts spent, no time, no budget, or
         the upstream asked for a longer pause (``Retry-After``) than ``max_retry_after``.
 
         ``unsent``: the try never reached an upstream (refused connection, connect
         timeout, a pooled connection found closed): retrying it adds no work upstream,
         so it takes nothing from the retry budget (Finagle's "requeues"); attempts and
-        the deadline still bound it.
+        the deadline still bound it. ``failed``: the instance the try went to; the
+        budget's floor counts it among the instances even once it is deregistered
+        (``Upstream.spread``).
 
         An upstream's ``Retry-After`` replaces the jittered backoff (Envoy's
         ``rate_limited_retry_back_off``); one over the cap is not waited out
@@ -276,7 +278,9 @@ class Proxy:
         delay = policy.next_delay(attempts, now - start, retry_after, rng=self._rng)
         if delay is None or now + delay >= deadline:
             return None
-        if not unsent and not rt.budget.try_retry(rt.upstream.size):
+        upstream = rt.upstream
+        hosts = upstream.size if failed is None else upstream.spread(failed)
+        if not unsent and not rt.budget.try_retry(hosts):
             return None
         return delay
 

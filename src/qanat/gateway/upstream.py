@@ -160,6 +160,15 @@ class Upstream:
         """The instances known (the retry budget's floor scales with the load per instance)."""
         return len(self._targets)
 
+    def spread(self, failed: str) -> int:
+        """The instances the calls were spread over when a try to ``failed`` (an id) failed:
+        those known now, and ``failed`` too if it is gone since. An instance that died and
+        was deregistered held its share of the calls, and each of them retries now; counting
+        only the survivors would shrink the retry budget's floor just when it is needed."""
+        if any(t.id == failed for t in self._targets):
+            return len(self._targets)
+        return len(self._targets) + 1
+
     def _set_targets(self, targets: list[Target]) -> None:
         self._targets = targets
         self.health.update(t.id for t in targets)

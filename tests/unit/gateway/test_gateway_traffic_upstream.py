@@ -195,3 +195,30 @@ def test_reset_condition_alone_does_not_cover_timeouts() -> None:
     assert retry_allowed(policy, GET, True, error=reset())
     assert not retry_allowed(policy, GET, True, error=UpstreamTimeout("t", request_sent=True))
     assert not retry_allowed(policy, GET, True, status=503)
+
+
+def test_a_deregistered_instance_still_counts_in_the_spread_of_its_failed_calls() -> None:
+    """When an instance dies and leaves discovery, the calls it held fail and retry: the
+    retry budget's floor divides by the instances they were spread over, the dead one too."""
+    from qanat.core.retry import RetryBudget
+
+    class Shrinking:
+        def __init__(self) -> None:
+            self.live = [("a", "10.0.0.1", 80, 1), ("b", "10.0.0.2", 80, 1)]
+
+        def endpoints(self, service: str) -> list[tuple[str, str, int, int]]:
+            return self.live
+
+    clock = FakeClock()
+    resolver = Shrinking()
+    up = make({"kind": "service", "service": "svc"}, clock, resolver)
+    pick(up, clock)  # the instance list is read on a pick
+    assert (up.size, up.spread("a"), up.spread("b")) == (2, 2, 2)
+    resolver.live = resolver.live[1:]  # "a" was killed and deregistered
+    pick(up, clock)
+    assert (up.size, up.spread("a"), up.spread("b")) == (1, 2, 1)
+    budget = RetryBudget()  # the scaling floor: max(3, ceil(active / hosts))
+    for _ in range(8):
+        budget.request_started()
+    granted = sum(budget.try_retry(up.spread("a")) for _ in range(5))
+    assert granted == 4  # ceil(8 / 2): the share "a" held; by the survivors alone it was 3
