@@ -111,9 +111,9 @@ def test_sigkill_under_traffic_fails_no_idempotent_request(shop: ShopRun) -> Non
     """SIGKILL a catalog and a users instance during steady GETs: every GET succeeds, sellers
     are still filled in, and both restart, saying so."""
     paths = ["/api/products", "/api/products/3", "/api/users/1", "/api/products?q=cup"]
-    # Six clients: more than Envoy's fixed retry-budget floor of 3 concurrent retries. The shop
-    # keeps the defaults: a refused connection is retried without the budget, and its floor
-    # scales with the requests per instance.
+    # Six clients: more than Envoy's fixed retry-budget floor of 3 concurrent retries. A refused
+    # connection is retried without the budget; the shop's routes take Envoy Gateway's 100 %
+    # budget (examples/shop/qanat.yaml says why).
     traffic = Traffic(shop.url, paths, clients=6)
     traffic.start()
     try:
