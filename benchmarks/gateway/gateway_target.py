@@ -2,9 +2,11 @@
 
 Run: ``python benchmarks/gateway/gateway_target.py --port 0 --upstream 127.0.0.1:8001
 [--stack plain|full]``. First it prints one ``info KEY VALUE`` line per fact
-the driver needs (``info stack ...`` and, for the full stack, ``info
-header Authorization: Bearer ...``), then, once listening, ``listening on
-127.0.0.1:PORT``.
+the driver needs (``info build compiled|pure``, ``info stack ...`` and, for
+the full stack, ``info header Authorization: Bearer ...``), then, once
+listening, ``listening on 127.0.0.1:PORT``. The build is whichever qanat is
+imported: the editable tree (pure), or ``PYTHONPATH=DIR/site`` after
+``scripts/build_wheel.sh DIR`` (compiled, what ``pip install .`` gives).
 
 ``plain`` is a prefix route with no filters. ``full`` turns on what a
 production route runs: the ``jwt`` filter (HS256; wrk sends a valid token),
@@ -90,6 +92,10 @@ async def serve(host: str, port: int, upstream: str, stack: str) -> None:
         "match": {"prefix": "/"},
         "upstream": {"kind": "static", "targets": [{"url": f"http://{upstream}"}]},
     }
+    import qanat.gateway.proxy
+
+    print(f"info build {'compiled' if qanat.gateway.proxy.__file__.endswith('.so') else 'pure'}",
+          flush=True)
     headers: list[str] = []
     observers: list[Any] = []  # the metrics observer joins once the gateway exists
     metered = False

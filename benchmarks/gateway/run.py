@@ -8,8 +8,11 @@ Run (after ``bash benchmarks/gateway/setup.sh``)::
 One run starts, on free ports of 127.0.0.1, one fast upstream
 (``benchmarks/upstream.py``) and four proxies in front of it: nginx
 (``worker_processes 1``, upstream keepalive), the aiohttp reference proxy
-(``aiohttp_proxy.py``), and the qanat gateway twice (``gateway_target.py``:
-a plain route, and the full stack). wrk drives each target in turn; with
+(``aiohttp_proxy.py``), and the qanat gateway (``gateway_target.py``: a
+plain route, and the full stack), each twice: the compiled build a wheel
+install gives (``scripts/build_wheel.sh``; ``--build DIR`` reuses one, else
+it is built into the run's temporary directory, about a minute) and the pure
+Python of the editable tree (the ``(pure)`` rows). wrk drives each target in turn; with
 ``--rounds N`` the targets are interleaved N times and each keeps its best
 round (noise on a shared machine only ever makes a round slower). Every
 child is stopped at the end, also on failure or Ctrl-C.
@@ -40,7 +43,8 @@ from wrk import WrkResult, markdown_table, parse_wrk  # noqa: E402
 
 ROOT = HERE.parent.parent
 PY = sys.executable
-TARGETS = ("upstream", "nginx", "aiohttp proxy", "qanat plain", "qanat full")
+TARGETS = ("upstream", "nginx", "aiohttp proxy", "qanat plain", "qanat full",
+           "qanat plain (pure)", "qanat full (pure)")
 
 NGINX_CONF = """\
 worker_processes 1;
@@ -100,6 +104,22 @@ def run_wrk(url: str, args: argparse.Namespace, seconds: int, headers: list[str]
     return parse_wrk(out.stdout)
 
 
+def compiled_site(args: argparse.Namespace, workdir: str) -> str:
+    """``DIR/site`` of a compiled build: ``--build DIR``, or one built now into ``workdir``."""
+    build = args.build
+    if build is None:
+        build = str(Path(workdir, "build"))
+        print("  building the compiled wheel (scripts/build_wheel.sh) ...", file=sys.stderr,
+              flush=True)
+        subprocess.run(["bash", str(ROOT / "scripts/build_wheel.sh"), build], check=True,
+                       stdout=subprocess.DEVNULL, env={**os.environ, "PYTHON": PY})
+    site = Path(build, "site")
+    if not site.is_dir():
+        raise SystemExit(f"--build {build}: no site/ in it (make one with "
+                         f"bash scripts/build_wheel.sh {build})")
+    return str(site)
+
+
 def start_all(procs: Procs, workdir: str, args: argparse.Namespace,
               pin: tuple[str | None, str | None]) -> dict[str, tuple[str, list[str]]]:
     """Start the upstream and every proxy; return ``{target: (host:port, wrk headers)}``."""
@@ -113,13 +133,23 @@ def start_all(procs: Procs, workdir: str, args: argparse.Namespace,
     if "aiohttp proxy" in wanted:
         argv = [PY, str(HERE / "aiohttp_proxy.py"), "--port", "0", "--upstream", up]
         addrs["aiohttp proxy"] = (procs.start("aiohttp", pinned(argv, proxy_cpu)), [])
-    for stack in ("plain", "full"):
-        name = f"qanat {stack}"
+    site = None
+    if {"qanat plain", "qanat full"} & wanted:
+        site = compiled_site(args, workdir)
+    for stack, build in (("plain", "compiled"), ("full", "compiled"), ("plain", "pure"),
+                         ("full", "pure")):
+        name = f"qanat {stack}" + (" (pure)" if build == "pure" else "")
         if name in wanted:
             argv = [PY, str(HERE / "gateway_target.py"), "--port", "0", "--upstream", up,
                     "--stack", stack]
-            addr = procs.start(name, pinned(argv, proxy_cpu))
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+            if build == "compiled":
+                env["PYTHONPATH"] = str(site)
+            addr = procs.start(name, pinned(argv, proxy_cpu), env=env)
             info = procs.info.get(name, [])
+            if f"info build {build}" not in info:
+                raise RuntimeError(f"{name}: expected the {build} build, the target said "
+                                   f"{[ln for ln in info if ln.startswith('info build')]}")
             headers = [ln.removeprefix("info header ") for ln in info
                        if ln.startswith("info header ")]
             addrs[name] = (addr, headers)
@@ -141,6 +171,8 @@ def report(args: argparse.Namespace, results: dict[str, WrkResult], notes: list[
         f"after: {'/'.join(f'{x:.2f}' for x in load[1])}; {os.cpu_count()} CPUs; {pinning}",
         f"- {nginx_v.stderr.strip()}; {(wrk_v.stdout or wrk_v.stderr).splitlines()[0]}; "
         f"Python {platform.python_version()}; upstream body {args.body_size} bytes",
+        "- qanat rows: the compiled build (the wheel `pip install .` makes, "
+        "scripts/build_wheel.sh); `(pure)` rows: the same code interpreted (editable tree)",
         *[f"- {n}" for n in notes],
         "",
         markdown_table(rows),
@@ -159,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS),
                    metavar="TARGET", help=f"any of: {', '.join(TARGETS)}")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    p.add_argument("--build", metavar="DIR",
+                   help="a compiled build made by scripts/build_wheel.sh DIR (default: build one)")
     p.add_argument("--out", help="also write the Markdown report to this file")
     args = p.parse_args(argv)
     pin_ok = not args.no_pin and (os.cpu_count() or 1) >= 2
@@ -169,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="qanat-gwbench-") as workdir, Procs(workdir) as procs:
         addrs = start_all(procs, workdir, args, pin)
-        for name in ("qanat full",):
+        for name in ("qanat full", "qanat full (pure)"):
             if name in procs.info:
                 found = [ln.removeprefix("info stack ") for ln in procs.info[name]
                          if ln.startswith("info stack ")]

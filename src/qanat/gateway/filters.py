@@ -47,6 +47,8 @@ from collections.abc import (
 )
 from typing import Any, Protocol
 
+from mypy_extensions import mypyc_attr
+
 from qanat.errors import ConfigError
 from qanat.security.identity import IDENTITY_HEADER_PREFIXES
 
@@ -195,6 +197,8 @@ def with_reply_headers(ex: Exchange, reply: Reply) -> Reply:
     return reply
 
 
+# Compiled (hatch_build.py), filters in interpreted modules and users' code still subclass it.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class HookFilter:
     """A filter written as hooks: ``on_request`` decides, and it can still be
     called the *around* way, ``await f(exchange, call_next)``."""
