@@ -21,11 +21,14 @@ from qanat.errors import ConfigError
 
 @dataclass(frozen=True, slots=True)
 class BudgetStats:
-    """A retry budget's state, for metrics: requests and retries in flight, refusals."""
+    """A retry budget's state, for metrics: requests and retries in flight, and the
+    retries it granted and refused since it was made (Envoy's ``upstream_rq_retry`` and
+    ``upstream_rq_retry_overflow``; a retry that never asked the budget is in neither)."""
 
     active_requests: int
     active_retries: int
     refused: int
+    granted: int = 0
 
 
 ENVOY_MIN_RETRY_CONCURRENCY = 3
@@ -56,7 +59,7 @@ class RetryBudget:
     count), so the floor does not shrink as calls turn into retries.
     """
 
-    __slots__ = ("_active", "_min", "_ratio", "_refused", "_retries")
+    __slots__ = ("_active", "_granted", "_min", "_ratio", "_refused", "_retries")
 
     def __init__(self, percent: float = 20.0, min_retry_concurrency: int | None = None) -> None:
         floor = min_retry_concurrency
@@ -70,7 +73,7 @@ class RetryBudget:
             )
         self._ratio = percent / 100.0
         self._min = floor
-        self._active = self._retries = self._refused = 0
+        self._active = self._retries = self._refused = self._granted = 0
 
     @property
     def min_retry_concurrency(self) -> int | None:
@@ -101,6 +104,7 @@ class RetryBudget:
         """
         if self._retries + 1 <= max(self.floor(hosts), self._ratio * self._active):
             self._retries += 1
+            self._granted += 1
             return True
         self._refused += 1
         return False
@@ -111,7 +115,7 @@ class RetryBudget:
 
     def stats(self) -> BudgetStats:
         """The current counts."""
-        return BudgetStats(self._active, self._retries, self._refused)
+        return BudgetStats(self._active, self._retries, self._refused, self._granted)
 
 
 class RatioRetryBudget:
@@ -125,6 +129,7 @@ class RatioRetryBudget:
     __slots__ = (
         "_clock",
         "_deposits",
+        "_granted",
         "_ratio",
         "_refused",
         "_reserve",
@@ -156,7 +161,7 @@ class RatioRetryBudget:
         self._deposits = [0] * self._SLOTS
         self._withdrawals = [0] * self._SLOTS
         self._slot = math.floor(clock() / self._width)
-        self._refused = 0
+        self._refused = self._granted = 0
 
     def _advance(self) -> int:
         """Clear the slots that expired since the last call; return the current slot index."""
@@ -179,6 +184,7 @@ class RatioRetryBudget:
         balance = self._ratio * sum(self._deposits) + self._reserve - sum(self._withdrawals)
         if balance >= 1:
             self._withdrawals[i] += 1
+            self._granted += 1
             return True
         self._refused += 1
         return False
@@ -189,7 +195,8 @@ class RatioRetryBudget:
     def stats(self) -> BudgetStats:
         """Deposits and withdrawals in the window, and refusals."""
         self._advance()
-        return BudgetStats(sum(self._deposits), sum(self._withdrawals), self._refused)
+        return BudgetStats(sum(self._deposits), sum(self._withdrawals), self._refused,
+                           self._granted)
 
 
 __all__ = ["ENVOY_MIN_RETRY_CONCURRENCY", "BudgetStats", "RatioRetryBudget", "RetryBudget"]

@@ -16,9 +16,13 @@ the whole configuration), JSON unless ``?format=table``:
 - ``GET /upstreams``: per route, its instances as discovery sees them (health,
   enabled, panic), each with its circuit breaker (state, failures in a row,
   seconds until half-open) and outlier ejection (seconds left), and the
-  route's ``traffic`` (retry budget, in-flight, overflow);
+  route's ``traffic``: in-flight, overflow, and its ``retry_budget``
+  (``active_requests``, ``active_retries``, ``granted`` and ``refused``:
+  Envoy's ``upstream_rq_retry`` and ``upstream_rq_retry_overflow``);
 - ``GET /stats``: connections, requests, in-flight, rejections by status;
-- ``GET /metrics``: Prometheus text format (``metrics.py``).
+- ``GET /metrics``: Prometheus text format (``metrics.py``), with the retry
+  budgets' counters (``qanat_gateway_retries_total``,
+  ``qanat_gateway_retry_overflow_total``) registered here, from the gateway served.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from qanat.gateway.config import ServiceUpstream
 from qanat.gateway.filters import Reply
 from qanat.gateway.hardening import Limits, RequestRejected, split_target
 from qanat.gateway.instance_health import InstanceState
+from qanat.gateway.metrics import add_retry_counters
 from qanat.gateway.problem import problem
 from qanat.gateway.request import Request
 from qanat.gateway.server import HttpServer
@@ -99,6 +104,8 @@ class AdminServer:
         self.resolver = resolver
         self.reload_status = reload_status
         self.server = HttpServer(self.handle, Limits(max_connections=64, max_body_bytes=1))
+        if metrics is not None:
+            add_retry_counters(metrics, gateway.upstream_state, self._upstream_labels)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         await self.server.start(host, port)
@@ -132,6 +139,11 @@ class AdminServer:
             return problem(404, f"no admin endpoint {path.decode('latin-1')!r}; "
                            "try /routes, /upstreams, /stats or /metrics", b"")
         return _json(200, page(), table=table)
+
+    def _upstream_labels(self) -> dict[str, str]:
+        """Route name -> the ``upstream`` label of its metrics (service name or static)."""
+        return {r.name: r.upstream.service if isinstance(r.upstream, ServiceUpstream)
+                else "static" for r in self.gateway.routes}
 
     def routes(self) -> dict[str, Any]:
         """The active routes, their source and revision, the last rejection."""

@@ -22,14 +22,20 @@ route *names*, never paths; ``upstream`` is the service name or ``static``):
 - ``qanat_gateway_requests_in_flight``, ``qanat_gateway_connections``
 - ``qanat_gateway_rejected_total{status}`` and
   ``qanat_gateway_refused_connections_total`` (from ``Gateway.stats()``)
-- whatever ``add_gauges`` adds (discovery endpoints, route revision ...).
+- ``qanat_gateway_retries_total{route,upstream}`` and
+  ``qanat_gateway_retry_overflow_total{route,upstream}``: the retries each
+  route's retry budget granted and refused (Envoy's ``upstream_rq_retry`` and
+  ``upstream_rq_retry_overflow``), read from the route state at scrape time
+  (``add_retry_counters``); a try that never reached an instance is retried
+  without asking the budget and counts in neither
+- whatever ``add_gauges`` and ``add_counters`` add (discovery endpoints ...).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable
-from typing import Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -42,6 +48,9 @@ from prometheus_client.registry import Collector
 
 from qanat.gateway.server import ServerStats
 from qanat.observability.metrics import LATENCY_BUCKETS
+
+if TYPE_CHECKING:
+    from qanat.gateway.route_runtime import RouteState
 
 UNMATCHED = "<unmatched>"  # no route (404) or a request refused before routing
 INTERNAL = "<internal>"  # /__qanat/ready and /__qanat/health
@@ -167,7 +176,7 @@ class GatewayMetrics:
         self.latency: dict[tuple[str, str], _Histogram] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Families(self))
-        self._extra: list[tuple[str, str, list[str], Samples]] = []
+        self._extra: dict[str, tuple[str, list[str], Samples, bool]] = {}
 
     def __call__(self, o: Outcome) -> None:
         """Count one outcome (the hot path: three dictionary updates)."""
@@ -184,8 +193,12 @@ class GatewayMetrics:
             self.errors[ekey] = self.errors.get(ekey, 0) + 1
 
     def add_gauges(self, name: str, doc: str, labels: list[str], read: Samples) -> None:
-        """Expose a gauge family read on every scrape."""
-        self._extra.append((name, doc, labels, read))
+        """Expose a gauge family read on every scrape (again with ``name``: replaced)."""
+        self._extra[name] = (doc, labels, read, False)
+
+    def add_counters(self, name: str, doc: str, labels: list[str], read: Samples) -> None:
+        """Expose a counter family read on every scrape; ``name`` without ``_total``."""
+        self._extra[name] = (doc, labels, read, True)
 
     def exposition(self) -> bytes:
         """Everything in the Prometheus text format (what ``GET /metrics`` answers)."""
@@ -207,8 +220,14 @@ class GatewayMetrics:
         yield CounterMetricFamily(
             "qanat_gateway_refused_connections",
             "Connections refused at the connection cap.", value=stats.refused_connections)
-        for name, doc, labels, read in self._extra:
-            yield _gauge(name, doc, labels, read())
+        for name, (doc, labels, read, counter) in self._extra.items():
+            if counter:
+                family = CounterMetricFamily(name, doc, labels=labels)
+                for values, value in read():
+                    family.add_metric(values, value)
+                yield family
+            else:
+                yield _gauge(name, doc, labels, read())
 
     def _request_families(self) -> Iterable[Metric]:
         requests = CounterMetricFamily(
@@ -247,6 +266,38 @@ def _gauge(
     return family
 
 
+def add_retry_counters(metrics: GatewayMetrics,
+                       routes: Callable[[], Mapping[str, RouteState]],
+                       upstreams: Callable[[], Mapping[str, str]]) -> None:
+    """Register ``qanat_gateway_retries_total`` and ``qanat_gateway_retry_overflow_total``.
+
+    ``routes`` is ``Gateway.upstream_state`` (each route's retry budget stats);
+    ``upstreams`` maps a route name to its ``upstream`` label. A route whose
+    budget settings change by a reload gets a new budget, and its counters
+    start again from 0 (a counter reset, as Prometheus expects of a restart).
+    """
+
+    def read(field: str) -> Samples:
+        def samples() -> list[tuple[list[str], float]]:
+            labels = upstreams()
+            return [([name, labels.get(name, "")], getattr(state.retry_budget, field))
+                    for name, state in sorted(routes().items())
+                    if state.retry_budget is not None]
+
+        return samples
+
+    metrics.add_counters(
+        "qanat_gateway_retries",
+        "Retries the route's retry budget granted (Envoy's upstream_rq_retry; a try that "
+        "never reached an instance is retried without the budget and is not counted).",
+        ["route", "upstream"], read("granted"))
+    metrics.add_counters(
+        "qanat_gateway_retry_overflow",
+        "Retries the route's retry budget refused; the client got the failed try's answer "
+        "(Envoy's upstream_rq_retry_overflow).",
+        ["route", "upstream"], read("refused"))
+
+
 class _Families(Collector):
     def __init__(self, metrics: GatewayMetrics) -> None:
         self._metrics = metrics
@@ -282,5 +333,6 @@ __all__ = [
     "GatewayMetrics",
     "Observer",
     "Outcome",
+    "add_retry_counters",
     "error_kind",
 ]

@@ -221,7 +221,7 @@ def test_budget_never_exceeds_max_of_min_and_percent(
 ) -> None:
     """A granted retry never brings retries in flight above max(min, percent % × active)."""
     budget = RetryBudget(percent=percent, min_retry_concurrency=minimum)
-    active = retries = refused = 0
+    active = retries = refused = granted = 0
     for op in ops:
         if op == "start":
             budget.request_started()
@@ -232,6 +232,7 @@ def test_budget_never_exceeds_max_of_min_and_percent(
         elif op == "retry" and retries < active:
             if budget.try_retry():
                 retries += 1
+                granted += 1
                 assert retries <= max(minimum, percent / 100 * active)
             else:
                 refused += 1
@@ -239,7 +240,7 @@ def test_budget_never_exceeds_max_of_min_and_percent(
         elif op == "retry_done" and retries:
             budget.retry_finished()
             retries -= 1
-    assert budget.stats() == BudgetStats(active, retries, refused)
+    assert budget.stats() == BudgetStats(active, retries, refused, granted)
 
 
 def test_budget_defaults_allow_three_then_twenty_percent() -> None:
@@ -252,6 +253,21 @@ def test_budget_defaults_allow_three_then_twenty_percent() -> None:
     granted = sum(budget.try_retry() for _ in range(100))
     assert granted == 20 - 3
     assert budget.stats().refused == 1 + 100 - 17
+
+
+def test_budgets_count_the_retries_they_granted_since_made() -> None:
+    """``granted`` counts every retry let through (Envoy's upstream_rq_retry), finished or
+    not, beside ``refused`` (upstream_rq_retry_overflow); both only grow."""
+    budget = RetryBudget(percent=0, min_retry_concurrency=2)
+    budget.request_started()
+    assert [budget.try_retry() for _ in range(3)] == [True, True, False]
+    budget.retry_finished()
+    budget.retry_finished()
+    assert budget.try_retry()
+    assert budget.stats() == BudgetStats(1, 1, 1, 3)
+    ratio = RatioRetryBudget(ttl=1.0, min_retries_per_sec=2.0, percent=0.0, clock=FakeClock())
+    assert [ratio.try_retry() for _ in range(3)] == [True, True, False]
+    assert (ratio.stats().granted, ratio.stats().refused) == (2, 1)
 
 
 def test_ratio_budget_deposits_and_expiry() -> None:
