@@ -2,24 +2,55 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
 import signal
+import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from tests.e2e.conftest import SHOP, ShopRun
-from tests.e2e.shop_client import Traffic, request_count
+from tests.e2e.conftest import SHOP, ShopRun, _copy_shop
+from tests.e2e.shop_client import Outcome, Traffic, request_count
 
 from qanat.observability.tracing import read_spans
-from qanat.testing import eventually_sync
+from qanat.testing import eventually_sync, free_port
 
 pytestmark = pytest.mark.e2e
 
 BUDGET = "x-qanat-budget-ms"
+
+
+class AdminShopRun(ShopRun):
+    """A ``ShopRun`` whose gateway also serves its admin endpoints (on ``admin_url``)."""
+
+    def __init__(self, root: Path, port: int, admin_port: int) -> None:
+        super().__init__(root, port)
+        self.admin_url = f"http://127.0.0.1:{admin_port}"
+        topology = root / "qanat.yaml"
+        text = topology.read_text()
+        line = "\n  port: 8080\n"  # the gateway block's port
+        assert text.count(line) == 1, text
+        topology.write_text(text.replace(line, f"{line}  admin_port: {admin_port}\n"))
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShopRun]:
+    """The shop under ``qanat up`` for this module (conftest's, with the gateway's admin
+    endpoints on: a failed request is explained by each route's retry budget)."""
+    root = _copy_shop(tmp_path_factory.mktemp("e2e"))
+    run = AdminShopRun(root, free_port(), free_port())
+    try:
+        run.start()
+        yield run
+    finally:
+        run.stop()
 
 
 def seed_products() -> list[tuple[int, str, str, int, int]]:
@@ -84,9 +115,12 @@ def test_products_routes_through_the_gateway(shop: ShopRun) -> None:
         assert c.get("/api/products/987654").status_code == 404
 
 
-def _kill_and_wait_for_restart(shop: ShopRun, traffic: Traffic, name: str) -> None:
+def _kill_and_wait_for_restart(shop: ShopRun, traffic: Traffic, name: str) -> str:
+    """SIGKILL ``name``, wait until it is ready again and traffic flowed on; returns
+    what was killed when (for a failure message)."""
     before = shop.instance(name)
     assert before["status"] == "ready" and before["pid"]
+    killed_at = time.time()
     os.kill(before["pid"], signal.SIGKILL)
 
     def restarted() -> bool:
@@ -105,29 +139,83 @@ def _kill_and_wait_for_restart(shop: ShopRun, traffic: Traffic, name: str) -> No
         interval=0.05,
         what="traffic after the restart",
     )
+    return f"{name} ({before['url']}) killed at {_clock(killed_at)}"
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+def _retry_report(shop: ShopRun, failures: list[Outcome], kills: list[str]) -> str:
+    """What explains failed requests: each route's retry budget (granted, refused by the
+    budget, in flight) from the gateway's admin /upstreams, and each failure's status,
+    problem detail and access-log line (instance, when, how long)."""
+    assert isinstance(shop, AdminShopRun)
+    lines = [*kills]
+    for entry in httpx.get(f"{shop.admin_url}/upstreams", timeout=10).json():
+        budget = (entry.get("traffic") or {}).get("retry_budget") or {}
+        lines.append(
+            f"route {entry['route']}: retries granted {budget.get('granted')}, refused by the "
+            f"retry budget {budget.get('refused')} (in flight now: {budget.get('active_retries')}"
+            f" retries, {budget.get('active_requests')} requests)"
+        )
+    access = _access_log(shop)
+    kinds = Counter((o.path, o.status, _problem(o).get("detail", o.error)) for o in failures)
+    lines += [f"{n} x {path} -> {status}: {detail}" for (path, status, detail), n in
+              kinds.most_common()]
+    for o in failures[:10]:
+        line = access.get(str(_problem(o).get("request_id", "")))
+        if line is not None:
+            lines.append(
+                f"  {line['time']} {line['path']} via {line['instance']}: {line['status']} "
+                f"in {line['duration_ms']} ms, error {line['error']}"
+            )
+    return "\n".join(lines)
+
+
+def _problem(o: Outcome) -> dict[str, Any]:
+    try:
+        body = json.loads(o.error)
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _access_log(shop: ShopRun) -> dict[str, dict[str, Any]]:
+    """The gateway's access-log lines by request id (its log holds them among others)."""
+    out = {}
+    path = shop.state / "logs" / "gateway.log"
+    for text in path.read_text(errors="replace").splitlines():
+        if text.startswith('{"time"') and '"request_id"' in text:
+            with_id = json.loads(text)
+            out[with_id["request_id"]] = with_id
+    return out
 
 
 def test_sigkill_under_traffic_fails_no_idempotent_request(shop: ShopRun) -> None:
     """SIGKILL a catalog and a users instance during steady GETs: every GET succeeds, sellers
     are still filled in, and both restart, saying so."""
     paths = ["/api/products", "/api/products/3", "/api/users/1", "/api/products?q=cup"]
-    # Six clients: more than Envoy's fixed retry-budget floor of 3 concurrent retries. A refused
-    # connection is retried without the budget; the shop's routes take Envoy Gateway's 100 %
-    # budget (examples/shop/qanat.yaml says why).
+    # Six clients: more than Envoy's retry-budget floor of 3 concurrent retries. A refused
+    # connection is retried without the budget; a GET the killed instance had (on a fresh
+    # connection: a reused one is retried by the pool) asks the budget, and the gateway's
+    # default lets every request in flight retry (docs/retries.md, "The gateway's default").
     traffic = Traffic(shop.url, paths, clients=6)
     traffic.start()
     try:
         eventually_sync(
             lambda: traffic.count() >= 40, timeout=30, interval=0.05, what="traffic to flow"
         )
-        _kill_and_wait_for_restart(shop, traffic, "catalog-0")
-        _kill_and_wait_for_restart(shop, traffic, "users-0")
+        kills = [_kill_and_wait_for_restart(shop, traffic, "catalog-0"),
+                 _kill_and_wait_for_restart(shop, traffic, "users-0")]
     finally:
         traffic.stop()
     # The gateway buffers small responses (buffer_response_bytes), so even a body cut mid-way
     # by the kill is retried on another instance instead of reaching the client cut.
     failures = traffic.failures()
-    assert not failures, f"{len(failures)} of {traffic.count()} failed: {failures[:5]}"
+    report = _retry_report(shop, failures, kills)
+    print(report)  # shown with -rP when it passes: how many retries the kills took
+    assert not failures, f"{len(failures)} of {traffic.count()} failed\n{report}"
     details = [o for o in traffic.outcomes if o.path == "/api/products/3"]
     assert details and all(o.body and o.body.get("seller") for o in details)
     out = shop.output()
