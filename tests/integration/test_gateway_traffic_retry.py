@@ -22,6 +22,7 @@ from test_gateway_support import (
 
 from qanat.gateway.app import Gateway
 from qanat.gateway.proxy import snapshot
+from qanat.testing import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -209,6 +210,42 @@ async def test_a_try_that_never_reached_an_upstream_needs_no_retry_budget(
         state = snapshot(gw._state[1], time.monotonic())["r"]
         assert state.retry_budget is not None
         assert (state.retry_budget.refused, state.retry_budget.active_retries) == (0, 0)
+
+
+@pytest.mark.parametrize(("retry", "answered"), [
+    ({}, [200] * 6),
+    ({"budget_percent": 20}, [200] * 3 + [502] * 3),
+])
+async def test_six_gets_on_an_instance_that_dies_are_retried_on_the_other(
+    pair: list[Backend], retry: dict[str, object], answered: list[int],
+) -> None:
+    """Six GETs held by instance a when it dies (its connections reset, its port closed)
+    all reached it, so each retry asks the budget. The route's default (100 %: each request
+    may have a retry in flight, as Envoy Gateway's max_retries of 1024) retries all six on b;
+    Envoy's 20 % and a floor of max(3, 6 / 2) let three retry and answer the others 502."""
+    a, b = pair
+    a.behave = lambda s: HANG
+    gw = await start_gateway([{"name": "r", "upstream": static(a, b), "retry": retry}])
+    clients = [await RawClient.connect(gw.port) for _ in range(12)]
+    try:
+        for c in clients:  # round robin: every other one is held by a, b answers the rest
+            await c.send(get("/x"))
+        await eventually(lambda: a.count() == 6 and b.count() == 6, what="6 GETs on each")
+        first = await asyncio.gather(*(c.response() for c in clients[1::2]))
+        assert {r.json()["instance"] for r in first} == {"b"}
+        await a.close()  # killed: its six connections reset, nothing listens on its port
+        replies = await asyncio.gather(*(c.response() for c in clients[::2]))
+        assert sorted(r.status for r in replies) == answered
+        assert {r.json()["instance"] for r in replies if r.status == 200} == {"b"}
+        refused = [r for r in replies if r.status == 502]
+        assert all(b"connection closed before the response head" in r.body for r in refused)
+        budget = gw.upstream_state()["r"].retry_budget
+        assert budget is not None
+        assert (budget.granted, budget.refused) == (answered.count(200), len(refused))
+    finally:
+        for c in clients:
+            await c.close()
+        await gw.aclose(timeout=1)
 
 
 async def test_a_streamed_body_over_the_buffer_bound_is_not_resent(pair: list[Backend]) -> None:

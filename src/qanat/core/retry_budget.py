@@ -53,8 +53,9 @@ class RetryBudget:
     instances, half the calls; with 10, the 20 % dominates). With one host
     (or none given) there is nowhere else to retry and the floor stays 3.
     A fixed floor of 3 refuses the 4th simultaneous retry when an instance
-    with more calls on it dies; Envoy Gateway answers that with a 100 %
-    budget by default and Istio with no retry limit at all.
+    with more calls on it dies; Envoy Gateway answers that with as many
+    parallel retries as requests (1024) and Istio with no retry limit at all,
+    and the gateway's routes default to ``percent=100`` (docs/retries.md).
     Retrying calls stay counted as active (unlike Envoy's upstream-request
     count), so the floor does not shrink as calls turn into retries.
     """

@@ -4,8 +4,9 @@ Three route-model blocks live here (``config.py`` uses them):
 
 - ``RetryConfig`` (``route.retry``): Envoy's router retry policy — named
   conditions, ``num_retries``, full-jitter backoff from 25 ms, a retry budget
-  (active retries <= max(3, 20 % of active requests)) and the body-buffer
-  bound that decides whether a streamed upload can be replayed.
+  (active retries <= max(floor, budget_percent % of active requests); 100 % by
+  default, as Envoy Gateway allows as many retries in flight as requests) and
+  the body-buffer bound that decides whether a streamed upload can be replayed.
 - ``BreakerConfig`` (``upstream.breaker``): one gobreaker-style
   ``CircuitBreaker`` per upstream instance.
 - ``OutlierConfig`` (``upstream.outlier_detection``): Envoy's passive health
@@ -59,7 +60,11 @@ class RetryConfig(_Model):
     retriable_status_codes: list[int] = Field(default_factory=list)
     base_interval: Duration = 0.025  # Envoy: 25 ms, full jitter
     max_interval: Duration | None = None  # Envoy: 10 x base_interval
-    budget_percent: float = Field(default=20.0, ge=0, le=100)  # Envoy retry_budget
+    # Retries in flight <= max(floor, budget_percent % of requests in flight). 100: each
+    # request may have its retry in flight, so the budget never refuses one (Envoy Gateway's
+    # default: max_retries 1024, as many as requests; Envoy's 20 % with a floor of 3 refused
+    # the retries of a killed instance's 4th call: docs/retries.md, "The gateway's default").
+    budget_percent: float = Field(default=100.0, ge=0, le=100)
     # None: the floor scales, max(3, ceil(requests in flight / instances)) (core.retry_budget)
     min_retry_concurrency: int | None = Field(default=None, ge=0)
     max_buffered_body: int = Field(default=64 * 1024, ge=0, le=16 << 20)

@@ -80,23 +80,39 @@ def _targets(n: int) -> dict[str, Any]:
     return {"kind": "static", "targets": urls}
 
 
-@pytest.mark.parametrize(("floor", "granted"), [(None, 6), (3, 3)])
-def test_the_retry_budget_floor_scales_with_requests_per_instance(
-    floor: int | None, granted: int
-) -> None:
-    """12 requests in flight over 2 instances: by default 6 may retry at once (12 / 2);
-    an explicit ``min_retry_concurrency`` is used as is (Envoy's fixed floor)."""
+def _granted(retry: dict[str, Any], requests: int, asked: int) -> int:
+    """Retries the route's budget grants of ``asked``, with ``requests`` in flight over 2
+    instances (``Proxy._backoff``, the proxy's only question to the budget)."""
     clock = FakeClock()
-    retry: dict[str, Any] = {"budget_percent": 0}
-    if floor is not None:
-        retry["min_retry_concurrency"] = floor
     cfg = {"name": "r", "upstream": _targets(2), "retry": retry}
     r = compile_routes(parse_routes([cfg])).routes[0]
     rt = RouteRuntime(r, UpstreamSet(r.config.upstream, None, "r", clock=clock), 10.0,
                       None)  # type: ignore[arg-type]
     assert rt.retry is not None
     proxy = Proxy(HttpPool(), clock, rng=lambda: 0.0)  # never sends: only _backoff is asked
-    for _ in range(12):
+    for _ in range(requests):
         rt.budget.request_started()
-    delays = [proxy._backoff(rt, rt.retry, 1, 0.0, 10.0, 0.0) for _ in range(8)]
-    assert sum(d is not None for d in delays) == granted
+    delays = [proxy._backoff(rt, rt.retry, 1, 0.0, 10.0, 0.0) for _ in range(asked)]
+    return sum(d is not None for d in delays)
+
+
+@pytest.mark.parametrize(("floor", "granted"), [(None, 6), (3, 3)])
+def test_the_retry_budget_floor_scales_with_requests_per_instance(
+    floor: int | None, granted: int
+) -> None:
+    """12 requests in flight over 2 instances: by default 6 may retry at once (12 / 2);
+    an explicit ``min_retry_concurrency`` is used as is (Envoy's fixed floor)."""
+    retry: dict[str, Any] = {"budget_percent": 0}
+    if floor is not None:
+        retry["min_retry_concurrency"] = floor
+    assert _granted(retry, 12, 8) == granted
+
+
+@pytest.mark.parametrize("requests", [1, 4, 6, 12])
+def test_by_default_every_request_in_flight_may_have_its_retry(requests: int) -> None:
+    """The route's default budget is 100 %: as many retries in flight as requests (Envoy
+    Gateway's max_retries of 1024, its max_requests), so no retry is refused; Envoy's 20 %
+    (budget_percent: 20) holds the same requests to its floor of max(3, requests / 2)."""
+    assert _granted({}, requests, requests) == requests
+    assert _granted({"budget_percent": 20}, requests, requests) == min(
+        requests, max(3, -(-requests // 2)))
