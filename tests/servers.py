@@ -162,6 +162,12 @@ class StreamServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.connections.close(server)
 
+    async def stop_listening(self) -> None:
+        """Close the listener (new connections are refused); the accepted ones go on."""
+        if self._server is not None:
+            await self.connections.stop_accepting(self._server)
+            self._server.close()  # the listener only: accepted connections stay open
+
     async def __aenter__(self) -> StreamServer:
         return await self.start()
 

@@ -31,6 +31,7 @@ from qanat.http.deadlines import DeadlineWheel
 from qanat.http.errors import (
     ConnectError,
     PoolOverloaded,
+    UpstreamError,
     UpstreamReset,
     UpstreamTimeout,
     retry_safe,
@@ -128,10 +129,15 @@ class HttpPool:
         data, stream, framing, length = encode_request(method, target, headers, body, host, port)
         head_only = method == b"HEAD"
         fresh = False
+        sent_before = False  # the stale try's bytes may have reached the upstream
         while True:  # at most twice: a reused connection the server had closed, then a new one
             conn = None if fresh else self._take_idle(h)
             if conn is None:
-                conn = await self._acquire(h, deadline)
+                try:
+                    conn = await self._acquire(h, deadline)
+                except UpstreamError as error:
+                    error.request_sent = error.request_sent or sent_before
+                    raise
             self._requests += 1
             if conn.uses:
                 self._reused += 1
@@ -146,11 +152,14 @@ class HttpPool:
                 if head.done() and not head.cancelled():
                     head.exception()  # retrieved: the error raised here is the one that counts
                 if fresh or not isinstance(error, UpstreamReset):
+                    if sent_before and isinstance(error, UpstreamError):
+                        error.request_sent = True  # the stale try's bytes may have been seen
                     raise
                 replayable = stream is None or not error.request_sent
                 if not (self._retry_stale and replayable and retry_safe(error, method)):
                     raise
                 self._stale_retries += 1
+                sent_before = error.request_sent
                 fresh = True
 
     def _take_idle(self, h: _Host) -> Connection | None:

@@ -200,6 +200,29 @@ async def test_stale_keep_alive_never_retries_a_post() -> None:
     assert [r.target for r in up.received] == [b"/0", b"/1"]
 
 
+async def test_stale_retry_that_fails_to_connect_says_the_request_may_have_been_seen() -> None:
+    """The stale try's bytes reached the server, so the refused new connection's error is
+    marked sent: a caller must not count the call as one no upstream saw (retry budgets)."""
+    up = Upstream()
+
+    async def hang_up_and_stop_listening(req: Received, ex: Exchange) -> None:
+        if req.target == b"/2":
+            await up.stop_listening()
+            ex.close()
+        else:
+            await ex.send(response(200, req.target))
+
+    up.handler = hang_up_and_stop_listening
+    async with up, HttpPool() as pool:
+        assert await get(pool, up, b"/1") == b"/1"
+        with pytest.raises(ConnectError) as caught:
+            await get(pool, up, b"/2")
+        stats = pool.stats()
+    assert stats.stale_retries == 1
+    assert caught.value.request_sent
+    assert [r.target for r in up.received] == [b"/1", b"/2"]
+
+
 async def test_stale_retry_can_be_turned_off() -> None:
     """With retry_stale=False the stale GET's error reaches the caller, marked retry-safe."""
     async with await _drop_second_server() as up, HttpPool(retry_stale=False) as pool:

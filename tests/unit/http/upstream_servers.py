@@ -99,6 +99,11 @@ class Upstream:
         assert self._server is not None
         await self._server.aclose()
 
+    async def stop_listening(self) -> None:
+        """Refuse new connections; the open ones are served on."""
+        assert self._server is not None
+        await self._server.stop_listening()
+
     async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         """Wait until ``predicate()`` holds, re-checking after every server event."""
         async with asyncio.timeout(timeout):
