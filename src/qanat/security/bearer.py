@@ -21,9 +21,11 @@ from qanat.security.jwt import (
     JwtSettings,
     JwtVerifier,
     extract_token,
+    header_token,
     strip_credentials,
     token_from,
 )
+from qanat.security.keys import KeySet
 
 Headers = Sequence[tuple[bytes, bytes]]
 HeaderList = list[tuple[bytes, bytes]]
@@ -67,20 +69,35 @@ class JwtAuthenticator:
                  ) -> tuple[Identity | AuthFailure, HeaderList, bytes] | None:
         """``take`` without a wait, or None when it must wait (a JWKS to fetch, an
         unknown key id to look up): then ``take`` does it. With inline keys, never None.
+
+        The commonest request, an ``Authorization`` value verified before, is
+        answered by that value (``TokenCache.get_alias``) with the token's own
+        cache entry: ``exp``/``nbf``, the cache TTL and the keys it was verified
+        with hold exactly as for the cached token.
         """
         values, rest, cookie = self._split(headers)
+        keys: KeySet | None = None
+        jwks = self.jwks
+        if jwks is not None:
+            keys = jwks.ready()
+            if keys is None:
+                return None
+        now = self._clock()
+        cache = self.verifier.cache
+        if len(values) == 1:
+            hit = cache.get_alias(values[0], now, keys)
+            if hit is not None:
+                return self._taken(hit, headers, query, rest, cookie)
         token = token_from(self.settings, values, headers, query)
         if isinstance(token, AuthFailure):
             return token, list(headers), query
-        if self.jwks is None:
-            result = self.verifier.verify(token, self._clock())
-        else:
-            keys = self.jwks.ready()
-            if keys is None:
-                return None
-            result = self.verifier.verify(token, self._clock(), keys)
-            if isinstance(result, AuthFailure) and result.unknown_kid is not None:
+        result = self.verifier.verify(token, now, keys)
+        if isinstance(result, AuthFailure):
+            if jwks is not None and result.unknown_kid is not None:
                 return None  # the JWKS may have it by now: ``take`` refreshes (rate-limited)
+        elif len(values) == 1 and self._header is not None and isinstance(
+                header_token(self._header, values[0].strip()), bytes):
+            cache.alias(values[0], token)  # the token came from this header value
         return self._taken(result, headers, query, rest, cookie)
 
     def _split(self, headers: Headers) -> tuple[list[bytes], HeaderList, bool]:

@@ -110,12 +110,9 @@ def token_from(settings: JwtSettings, values: list[bytes], headers: Headers,
             name = settings.header.encode("latin-1")
             value = _request.one_value(values, name)
             if value is not None:
-                scheme, _, token = value.partition(b" ")
-                if scheme.lower() == b"bearer":
-                    token = token.strip()
-                    return token if token else _fail("empty bearer token", error="invalid_request")
-                if name != b"authorization":
-                    return value
+                token = header_token(name, value)
+                if token is not None:
+                    return token
         if settings.query:
             token_q = _request.query_value(query, settings.query.encode("latin-1"))
             if token_q:
@@ -127,6 +124,17 @@ def token_from(settings: JwtSettings, values: list[bytes], headers: Headers,
     except _request.Ambiguous as exc:
         return _fail(str(exc), error="invalid_request")
     return MISSING
+
+
+def header_token(name: bytes, value: bytes) -> bytes | AuthFailure | None:
+    """The token that ``value`` (stripped) of header ``name`` carries, or None when
+    it is not ours: a ``Bearer`` credential's token (``invalid_request`` when empty);
+    for another header than ``authorization``, any other value whole."""
+    scheme, _, token = value.partition(b" ")
+    if scheme.lower() == b"bearer":
+        token = token.strip()
+        return token if token else _fail("empty bearer token", error="invalid_request")
+    return value if name != b"authorization" else None
 
 
 def strip_credentials(
@@ -148,17 +156,18 @@ class JwtVerifier:
     """Verifies tokens against ``settings``; pure (no I/O), for one event loop.
 
     Successes are remembered for at most ``cache_ttl`` seconds (0 turns the
-    cache off) in an LRU of ``cache_size`` tokens keyed by the exact token
-    bytes, so a client's next request skips the base64, JSON and signature
-    work; see ``qanat.security.jwt_cache.TokenCache`` for when an entry holds.
+    cache off) in ``cache``, an LRU of ``cache_size`` tokens keyed by the exact
+    token bytes, so a client's next request skips the base64, JSON and signature
+    work; see ``qanat.security.jwt_cache.TokenCache`` for when an entry holds
+    (and for its aliases, which ``JwtAuthenticator.take_now`` files entries under).
     """
 
-    __slots__ = ("_cache", "settings")
+    __slots__ = ("cache", "settings")
 
     def __init__(self, settings: JwtSettings, *, cache_size: int = CACHE_SIZE,
                  cache_ttl: float = CACHE_TTL) -> None:
         self.settings = settings
-        self._cache = TokenCache(cache_size, cache_ttl)
+        self.cache = TokenCache(cache_size, cache_ttl)
 
     def verify(
         self, token: bytes | str, now: float, keys: KeySet | None = None
@@ -171,12 +180,12 @@ class JwtVerifier:
         raw = token.encode("latin-1") if isinstance(token, str) else token
         if len(raw) > MAX_TOKEN_BYTES:
             return _fail(f"token longer than {MAX_TOKEN_BYTES} bytes")
-        hit = self._cache.get(raw, now, keys)
+        hit = self.cache.get(raw, now, keys)
         if hit is not None:
             return hit
         result = self._verify_token(raw, now, keys)
         if isinstance(result, Identity):
-            self._cache.put(raw, result, now, self.settings.leeway)
+            self.cache.put(raw, result, now, self.settings.leeway)
         return result
 
     def _verify_token(self, raw: bytes, now: float, keys: KeySet | None) -> Identity | AuthFailure:

@@ -1,7 +1,10 @@
 """The ``JwtVerifier``'s cache of verified tokens: bounded, short-lived, keyed to the keys.
 
 A bounded LRU keyed by the exact token bytes, as Envoy ``jwt_authn``'s
-``jwt_cache_config`` does. Pure: time is passed in.
+``jwt_cache_config`` does, and in front of it the same entries under the
+credential as it came in (the raw ``Authorization`` value): a client sending the
+same header again is answered without cutting the token out of it. Pure: time
+is passed in.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from collections import OrderedDict
 
 from qanat.security.identity import Identity
 from qanat.security.keys import KeySet
+
+Entry = tuple[Identity, float, float]  # (identity, verified_at, until)
 
 
 class TokenCache:
@@ -21,21 +26,46 @@ class TokenCache:
     held at ``verified_at``, ``nbf`` too (a clock that went back verifies
     afresh). New ``keys`` (a JWKS refresh or rotation hands over a new
     ``KeySet``) empty the cache; failures are never stored.
+
+    ``alias(value, raw)`` lets ``get_alias(value, ...)`` answer with ``raw``'s
+    entry: the very entry (same ``verified_at`` and ``until``), so an alias holds
+    no longer than the token's own entry would, and new ``keys`` drop it too. At
+    most ``size`` aliases are kept (the oldest goes first).
     """
 
-    __slots__ = ("_entries", "_keys", "_size", "_ttl")
+    __slots__ = ("_aliases", "_entries", "_keys", "_size", "_ttl")
 
     def __init__(self, size: int, ttl: float) -> None:
-        self._entries: OrderedDict[bytes, tuple[Identity, float, float]] = OrderedDict()
+        self._entries: OrderedDict[bytes, Entry] = OrderedDict()
         self._keys: KeySet | None = None  # the ``keys`` the cached entries were checked with
+        self._aliases: dict[bytes, Entry] = {}  # alias -> its token's entry
         self._size = size if ttl > 0 else 0
         self._ttl = ttl
+
+    def get_alias(self, value: bytes, now: float, keys: KeySet | None) -> Identity | None:
+        """``get`` for the token aliased as ``value``: its identity when still valid at
+        ``now`` under ``keys``, or None (then find the token and ``get`` it)."""
+        entry = self._aliases.get(value)
+        if entry is not None and entry[1] <= now < entry[2] and keys is self._keys:
+            return entry[0]
+        return None
+
+    def alias(self, value: bytes, raw: bytes) -> None:
+        """Let ``get_alias(value, ...)`` answer with the entry cached for token ``raw``."""
+        entry = self._entries.get(raw)
+        if entry is None:
+            return
+        aliases = self._aliases
+        aliases[value] = entry
+        if len(aliases) > self._size:
+            del aliases[next(iter(aliases))]
 
     def get(self, raw: bytes, now: float, keys: KeySet | None) -> Identity | None:
         """The identity cached for ``raw`` and still valid at ``now`` under ``keys``, or None."""
         entries = self._entries
         if keys is not self._keys:
             entries.clear()  # other keys may not verify what the old ones did
+            self._aliases.clear()
             self._keys = keys
         hit = entries.get(raw)
         if hit is not None:

@@ -56,3 +56,32 @@ async def test_each_request_carries_its_own_identity_headers(
             assert len(auth._headers) <= room
     finally:
         filters_auth._MAX_IDENTITIES = saved
+
+
+SECRET = "0123456789abcdef0123456789abcdef-hs256"
+
+
+def test_a_token_answered_by_its_alias_forwards_the_same_request() -> None:
+    """The jwt filter forwards the same headers (its identity headers, no credential, no
+    forged identity) and query whether it verified the token or answered the repeated
+    Authorization value from its alias: ten requests, each as a new filter's first."""
+    import jwt
+
+    token = jwt.encode({"sub": "alice", "exp": 4_000_000_000, "scope": "read"}, SECRET,
+                       algorithm="HS256")
+    config = {"algorithms": ["HS256"], "keys": [{"alg": "HS256", "secret": SECRET}]}
+
+    def forwarded(auth: AuthFilter) -> tuple[HeaderList, bytes]:
+        ex = Exchange(b"GET", b"/", b"?a=1&jwt=other",
+                      [(b"host", b"h"), (b"authorization", f"Bearer {token}".encode()),
+                       (b"cookie", b"a=1; jwt=other"), (b"x-qanat-identity-subject", b"root")],
+                      host=b"h", authority=b"h", peer=b"1.2.3.4", scheme=b"http",
+                      request_id=b"rid")
+        assert auth.on_request(ex) is None
+        return ex.headers, ex.query
+
+    expected = ([(b"host", b"h"), (b"cookie", b"a=1"), *identity_headers(
+        Identity(subject="alice", method="jwt", scopes=("read",), expires_at=4e9))], b"?a=1")
+    same = filters_auth.jwt_filter(config, "r")
+    assert [forwarded(same) for _ in range(10)] == [expected] * 10
+    assert forwarded(filters_auth.jwt_filter(config, "r")) == expected
