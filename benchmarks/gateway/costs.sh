@@ -12,8 +12,10 @@ command -v strace >/dev/null && command -v valgrind >/dev/null \
 WORK=$(mktemp -d); PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
-wait_line() {  # wait_line FILE: until the file says "listening on" (deadline 120 s)
-    for _ in $(seq 1200); do grep -q "^listening on" "$1" && return 0; sleep 0.1; done
+wait_line() {  # wait_line FILE: until the file says "listening on" (deadline 120 s), whole line
+    for _ in $(seq 1200); do
+        grep -q "^listening on" "$1" && [[ -z "$(tail -c1 "$1")" ]] && return 0; sleep 0.1
+    done
     echo "no 'listening on' in $1" >&2; cat "$1" >&2; exit 1
 }
 $PY benchmarks/upstream.py --port 0 > "$WORK/up" 2>&1 & PIDS+=($!)
