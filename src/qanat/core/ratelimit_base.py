@@ -94,8 +94,12 @@ class KeyedState(Generic[S]):
         self._keys: OrderedDict[Hashable, S] = OrderedDict()
         self._max_keys = max_keys
 
-    def _idle(self, state: S, now: float) -> bool:
-        """True when ``state`` has returned to full at ``now`` (so it can be forgotten)."""
+    def _idle(self, key: Hashable, now: float) -> bool:
+        """True when ``key``'s state has returned to full at ``now`` (so it can be forgotten).
+
+        It takes the key, not the state: a subclass's state type is concrete (GCRA's
+        is a float) and mypyc compiles an override only with the base's argument types.
+        """
         raise NotImplementedError
 
     def _make_room(self, now: float) -> None:
@@ -104,7 +108,7 @@ class KeyedState(Generic[S]):
             if not keys:
                 return
             oldest = next(iter(keys))
-            if not self._idle(keys[oldest], now):
+            if not self._idle(oldest, now):
                 break
             del keys[oldest]
         if len(keys) >= self._max_keys:

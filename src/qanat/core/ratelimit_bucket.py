@@ -44,8 +44,8 @@ class TokenBucket(KeyedState[list[float]]):
         self.rate = float(rate)
         self.burst = int(burst)
 
-    def _idle(self, state: list[float], now: float) -> bool:
-        tokens, last = state
+    def _idle(self, key: Hashable, now: float) -> bool:
+        tokens, last = self._keys[key]
         return now >= last + (self.burst - tokens) / self.rate
 
     def allow(self, key: Hashable, now: float, n: int = 1) -> Decision:
@@ -59,7 +59,7 @@ class TokenBucket(KeyedState[list[float]]):
             if keys:
                 self._make_room(now)
             left = burst - n
-            keys[key] = [left, now]
+            keys[key] = [float(left), now]
             return new(Decision, (True, left, burst, n / self.rate, 0.0))
         keys.move_to_end(key)
         tokens, last = state
@@ -74,7 +74,7 @@ class TokenBucket(KeyedState[list[float]]):
         if now > last:
             tokens += (now - last) * rate
             if tokens > burst:
-                tokens = burst
+                tokens = float(burst)  # a float, as mypyc keeps ``tokens`` unboxed
             state[1] = now
         tokens -= n
         state[0] = tokens
@@ -103,8 +103,8 @@ class GCRA(KeyedState[float]):
         self._interval = 1.0 / self.rate
         self._tau = self.burst * self._interval
 
-    def _idle(self, state: float, now: float) -> bool:
-        return now >= state
+    def _idle(self, key: Hashable, now: float) -> bool:
+        return now >= self._keys[key]
 
     def allow(self, key: Hashable, now: float, n: int = 1) -> Decision:
         """Admit ``n`` permits for ``key`` at ``now`` if its TAT leaves room."""

@@ -52,8 +52,8 @@ class SlidingWindow(KeyedState[list[float]]):
         """The long-run rate in permits per second."""
         return self.limit / self.window
 
-    def _idle(self, state: list[float], now: float) -> bool:
-        start, prev, cur = state
+    def _idle(self, key: Hashable, now: float) -> bool:
+        start, prev, cur = self._keys[key]
         w = self.window
         return now >= (start + w) + w if cur else prev == 0 or now >= start + w
 
@@ -68,16 +68,16 @@ class SlidingWindow(KeyedState[list[float]]):
         if state is None:
             if keys:
                 self._make_room(now)
-            keys[key] = [now, 0, n]
+            keys[key] = [now, 0.0, float(n)]
             return new(Decision, (True, limit - n, limit, w + w, 0.0))
         keys.move_to_end(key)
         start, prev, cur = state
         end = start + w
         if now >= end:  # roll the window forward, once or for good
             if now >= end + w:
-                start, prev, cur = now, 0, 0
+                start, prev, cur = now, 0.0, 0.0
             else:
-                start, prev, cur = end, cur, 0
+                start, prev, cur = end, cur, 0.0
             state[0], state[1], state[2] = start, prev, cur
             end = start + w
         if cur + n <= limit:
