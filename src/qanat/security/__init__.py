@@ -22,6 +22,7 @@ from qanat.security.jwt import JwksSettings as JwksSettings
 from qanat.security.jwt import JwtSettings as JwtSettings
 from qanat.security.jwt import JwtVerifier as JwtVerifier
 from qanat.security.jwt import extract_token as extract_token
+from qanat.security.jwt_cache import TokenCacheStats as TokenCacheStats
 from qanat.security.jwt_config import jwt_settings_from_config as jwt_settings_from_config
 from qanat.security.keys import KeySet as KeySet
 from qanat.security.keys import VerificationKey as VerificationKey
@@ -39,6 +40,7 @@ __all__ = [
     "JwtSettings",
     "JwtVerifier",
     "KeySet",
+    "TokenCacheStats",
     "VerificationKey",
     "challenge",
     "extract_token",

@@ -159,7 +159,9 @@ class JwtVerifier:
     cache off) in ``cache``, an LRU of ``cache_size`` tokens keyed by the exact
     token bytes, so a client's next request skips the base64, JSON and signature
     work; see ``qanat.security.jwt_cache.TokenCache`` for when an entry holds
-    (and for its aliases, which ``JwtAuthenticator.take_now`` files entries under).
+    (and for its aliases, which ``JwtAuthenticator.take_now`` files entries under);
+    ``cache.stats()`` says how many tokens were answered from it and how many
+    verified in full.
     """
 
     __slots__ = ("cache", "settings")

@@ -10,11 +10,28 @@ is passed in.
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from qanat.security.identity import Identity
 from qanat.security.keys import KeySet
 
 Entry = tuple[Identity, float, float]  # (identity, verified_at, until)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCacheStats:
+    """What the cache holds and how its lookups went, for metrics and the dashboard.
+
+    Every lookup by token is a hit or a miss; after a miss the verifier checks
+    the token in full (base64, JSON, signature), so ``misses`` counts those
+    verifications and ``hits + alias_hits`` the answers that skipped them.
+    """
+
+    entries: int  # verified tokens held
+    aliases: int  # credentials (raw ``Authorization`` values) filed under a token's entry
+    hits: int  # lookups by token answered from the cache
+    alias_hits: int  # lookups by credential answered: no token extracted, no lookup by token
+    misses: int  # lookups by token with no valid entry: the token was then verified in full
 
 
 class TokenCache:
@@ -31,9 +48,12 @@ class TokenCache:
     entry: the very entry (same ``verified_at`` and ``until``), so an alias holds
     no longer than the token's own entry would, and new ``keys`` drop it too. At
     most ``size`` aliases are kept (the oldest goes first).
+
+    ``stats()`` counts the lookups (see ``TokenCacheStats``).
     """
 
-    __slots__ = ("_aliases", "_entries", "_keys", "_size", "_ttl")
+    __slots__ = ("_alias_hits", "_aliases", "_entries", "_hits", "_keys", "_misses", "_size",
+                 "_ttl")
 
     def __init__(self, size: int, ttl: float) -> None:
         self._entries: OrderedDict[bytes, Entry] = OrderedDict()
@@ -41,12 +61,16 @@ class TokenCache:
         self._aliases: dict[bytes, Entry] = {}  # alias -> its token's entry
         self._size = size if ttl > 0 else 0
         self._ttl = ttl
+        self._hits = 0
+        self._alias_hits = 0
+        self._misses = 0
 
     def get_alias(self, value: bytes, now: float, keys: KeySet | None) -> Identity | None:
         """``get`` for the token aliased as ``value``: its identity when still valid at
         ``now`` under ``keys``, or None (then find the token and ``get`` it)."""
         entry = self._aliases.get(value)
         if entry is not None and entry[1] <= now < entry[2] and keys is self._keys:
+            self._alias_hits += 1
             return entry[0]
         return None
 
@@ -71,8 +95,10 @@ class TokenCache:
         if hit is not None:
             if hit[1] <= now < hit[2]:
                 entries.move_to_end(raw)
+                self._hits += 1
                 return hit[0]
             del entries[raw]
+        self._misses += 1
         return None
 
     def put(self, raw: bytes, identity: Identity, now: float, leeway: float) -> None:
@@ -88,5 +114,10 @@ class TokenCache:
         if len(entries) > self._size:
             entries.popitem(last=False)
 
+    def stats(self) -> TokenCacheStats:
+        """A snapshot: what the cache holds now and its lookups since it was made."""
+        return TokenCacheStats(len(self._entries), len(self._aliases), self._hits,
+                               self._alias_hits, self._misses)
 
-__all__ = ["TokenCache"]
+
+__all__ = ["TokenCache", "TokenCacheStats"]

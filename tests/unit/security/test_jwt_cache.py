@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.unit.security.security_keys import NOW, SECRET, claims, jwk_of, rsa_key, sign
 from tests.unit.security.test_jwks import authenticator, bearer, jwks
 
 from qanat.security import AuthFailure, Identity, JwtSettings, JwtVerifier
+from qanat.security.jwt_cache import TokenCache, TokenCacheStats
 from qanat.security.keys import KeySet, VerificationKey, hmac_key
 from qanat.testing import FakeClock
 
@@ -30,27 +30,19 @@ def token(key: str = "a", **extra: Any) -> str:
     return sign(claims(**extra), SECRET if key == "a" else SECRET_B, "HS256", key)
 
 
-@pytest.fixture
-def checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts signature checks (one element per call)."""
-    calls: list[int] = []
-    original = VerificationKey.verifies
-
-    def counting(self: VerificationKey, signing_input: bytes, signature: bytes) -> bool:
-        calls.append(1)
-        return original(self, signing_input, signature)
-
-    monkeypatch.setattr(VerificationKey, "verifies", counting)
-    return calls
+def checked(v: JwtVerifier) -> int:
+    """Tokens ``v`` verified in full, signature included: its cache's misses (see
+    ``test_each_miss_is_one_signature_check`` for why that is the count)."""
+    return v.cache.stats().misses
 
 
-def test_a_verified_token_is_answered_from_the_cache(checks: list[int]) -> None:
+def test_a_verified_token_is_answered_from_the_cache() -> None:
     """Verifying the same token again returns the same identity with no signature check."""
     v, t = verifier(), token()
     first = v.verify(t, NOW, KEYS_A)
     second = v.verify(t.encode(), NOW + 1, KEYS_A)
     assert isinstance(first, Identity) and second is first
-    assert len(checks) == 1
+    assert checked(v) == 1
 
 
 def test_an_expired_cached_token_is_refused() -> None:
@@ -70,14 +62,14 @@ def test_a_clock_that_went_back_before_nbf_is_refused() -> None:
     assert isinstance(refused, AuthFailure) and "nbf" in refused.description
 
 
-def test_entries_expire_after_the_cache_ttl(checks: list[int]) -> None:
+def test_entries_expire_after_the_cache_ttl() -> None:
     """After ``cache_ttl`` seconds the signature is checked again."""
     v, t = verifier(cache_ttl=5), token()
     v.verify(t, NOW, KEYS_A)
     v.verify(t, NOW + 4.9, KEYS_A)
-    assert len(checks) == 1
+    assert checked(v) == 1
     assert isinstance(v.verify(t, NOW + 5, KEYS_A), Identity)
-    assert len(checks) == 2
+    assert checked(v) == 2
 
 
 def test_new_keys_invalidate_the_cache() -> None:
@@ -88,25 +80,75 @@ def test_new_keys_invalidate_the_cache() -> None:
     assert isinstance(refused, AuthFailure) and refused.unknown_kid == "a"
 
 
-def test_the_cache_is_a_bounded_lru(checks: list[int]) -> None:
+def test_the_cache_is_a_bounded_lru() -> None:
     """With room for two tokens, the least recently used one is the one verified again."""
     v = verifier(cache_size=2)
     t1, t2, t3 = token(jti="1"), token(jti="2"), token(jti="3")
     for t in (t1, t2, t1, t3):  # t2 is now the least recently used: evicted by t3
         v.verify(t, NOW, KEYS_A)
-    assert len(checks) == 3
+    assert checked(v) == 3
     v.verify(t1, NOW, KEYS_A)
-    assert len(checks) == 3
+    assert checked(v) == 3
     v.verify(t2, NOW, KEYS_A)
-    assert len(checks) == 4
+    assert checked(v) == 4
+    assert v.cache.stats().entries == 2
 
 
-def test_a_zero_ttl_turns_the_cache_off(checks: list[int]) -> None:
+def test_a_zero_ttl_turns_the_cache_off() -> None:
     """With ``cache_ttl=0`` every verification checks the signature."""
     v, t = verifier(cache_ttl=0), token()
     v.verify(t, NOW, KEYS_A)
     v.verify(t, NOW, KEYS_A)
-    assert len(checks) == 2
+    assert checked(v) == 2
+    assert v.cache.stats().entries == 0
+
+
+class CountingPublicKey:
+    """An RSA public key that counts its signature checks (PyJWT's RS256 calls ``verify``)."""
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+        self.checks = 0
+
+    def verify(self, signature: bytes, data: bytes, padding: Any, algorithm: Any) -> None:
+        self.checks += 1
+        self.key.verify(signature, data, padding, algorithm)
+
+
+def test_each_miss_is_one_signature_check() -> None:
+    """Counted at the key itself: every miss checked the token's signature once, and the
+    hits (``cache_ttl`` 5 s: at +1 and +4.9, and +6 after the check at +5) none."""
+    public = CountingPublicKey(rsa_key().public_key())
+    keys = KeySet([VerificationKey("RS256", public, "r")])
+    v = JwtVerifier(JwtSettings(algorithms=frozenset({"RS256"})), cache_ttl=5)
+    t = sign(claims(), rsa_key(), "RS256", "r")
+    for at in (0, 1, 4.9, 5, 6):
+        assert isinstance(v.verify(t, NOW + at, keys), Identity)
+    stats = v.cache.stats()
+    assert (stats.misses, stats.hits, public.checks) == (2, 3, 2)
+    forged = sign(claims(), rsa_key("b"), "RS256", "r")
+    assert isinstance(v.verify(forged, NOW + 6, keys), AuthFailure)
+    assert (v.cache.stats().misses, public.checks) == (3, 3)
+
+
+def test_stats_count_entries_aliases_and_lookups() -> None:
+    """``stats()`` says what the cache holds and how each kind of lookup went; a
+    lookup by credential that finds nothing is not counted (a lookup by token follows)."""
+    cache = TokenCache(2, 60)
+    alice = Identity(subject="alice", method="jwt", expires_at=NOW + 3600)
+    assert cache.stats() == TokenCacheStats(0, 0, 0, 0, 0)
+    assert cache.get(b"t", NOW, KEYS_A) is None
+    cache.put(b"t", alice, NOW, 60)
+    cache.alias(b"Bearer t", b"t")
+    cache.alias(b"Bearer u", b"u")  # no entry for u: nothing filed
+    assert cache.get(b"t", NOW + 1, KEYS_A) is alice
+    assert cache.get_alias(b"Bearer t", NOW + 1, KEYS_A) is alice
+    assert cache.get_alias(b"Bearer u", NOW + 1, KEYS_A) is None
+    assert cache.stats() == TokenCacheStats(entries=1, aliases=1, hits=1, alias_hits=1,
+                                            misses=1)
+    assert cache.get(b"t", NOW + 60, KEYS_A) is None  # past the TTL: dropped
+    assert cache.stats() == TokenCacheStats(entries=0, aliases=1, hits=1, alias_hits=1,
+                                            misses=2)
 
 
 async def test_a_jwks_rotation_that_drops_a_key_refuses_its_cached_tokens(tmp_path: Path) -> None:
