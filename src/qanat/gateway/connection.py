@@ -40,6 +40,13 @@ _OVER_CAP = (
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
+class _NoCallbacks:
+    """The callbacks of the parser a closed connection keeps: none (it is fed nothing)."""
+
+
+_CLOSED_PARSER = httptools.HttpRequestParser(_NoCallbacks())
+
+
 class HttpProtocol(asyncio.Protocol):
     """The state of one client connection (see ``server.py`` for the rules)."""
 
@@ -91,6 +98,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        # Break the cycles (parser -> our bound methods -> us -> parser; transport <-> us)
+        # so a closed connection is freed at once, not left to the cyclic GC.
+        self._parser = _CLOSED_PARSER
+        self._transport = None
         self._srv.forget(self)
         cur = self._current
         if cur is not None and cur.body is not None:
