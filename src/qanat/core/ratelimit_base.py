@@ -102,6 +102,10 @@ class KeyedState(Generic[S]):
         """
         raise NotImplementedError
 
+    def allow(self, key: Hashable, now: float, n: int = 1) -> Decision:
+        """Grant ``n`` permits to ``key`` at ``now`` if it has them: the limiter's decision."""
+        raise NotImplementedError
+
     def _make_room(self, now: float) -> None:
         keys = self._keys
         for _ in range(2):

@@ -35,7 +35,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from qanat.core.ratelimit import GCRA, Decision, Limiter, SlidingWindow, TokenBucket
+from qanat.core.ratelimit import GCRA, Decision, KeyedState, SlidingWindow, TokenBucket
 from qanat.core.ratelimit_headers import (
     policy_window,
     rate_limit_headers,
@@ -80,10 +80,13 @@ class RateLimitFilter(HookFilter):
         self._key = _key_of(kind, c.key[7:].lower().encode() if kind == "header" else b"")
         self._policy = c.policy or route
         self._redis: Any = None
-        self._closed = False  # closed: a straggler uses the local limiter, never a new client
+        # Read per request, so plain attributes rather than the (pydantic) config's. Once
+        # closed, a straggler uses the local limiter, never a new Redis client.
+        self._via_redis = c.redis is not None
+        self._fields = c.headers  # the rate-limit fields on every reply
         # (limit, RateLimit-Policy value, quoted policy name, X-RateLimit-Limit field)
         self._fixed: tuple[int, bytes, bytes, tuple[bytes, bytes]] | None = None
-        self.local: Limiter
+        self.local: KeyedState[Any]
         if c.limit is not None and c.window is not None:
             self.local = SlidingWindow(c.limit, c.window, max_keys=c.max_keys)
             self._window = max(1, math.ceil(c.window - 1e-9))
@@ -97,7 +100,7 @@ class RateLimitFilter(HookFilter):
 
     async def decide(self, key: tuple[str, bytes] | None) -> Decision:
         """The limiter's decision for one permit of ``key``."""
-        if self.config.redis is None or self._closed:
+        if not self._via_redis:
             return self.local.allow(key, self._clock())
         if self._redis is None:
             self._redis = self._open_redis()
@@ -132,7 +135,7 @@ class RateLimitFilter(HookFilter):
         running on the old route set then checks the local limiter instead of
         opening a new connection.
         """
-        self._closed = True
+        self._via_redis = False
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -143,7 +146,7 @@ class RateLimitFilter(HookFilter):
         An admitted request, the hot path, reuses what only changes with the
         limit (the policy field, the quoted name, ``X-RateLimit-Limit``).
         """
-        on = self.config.headers
+        on = self._fields
         if not (on and d.allowed):
             return rate_limit_headers(d, policy=self._policy, window=self._window, ietf=on,
                                       legacy=on)
@@ -162,7 +165,7 @@ class RateLimitFilter(HookFilter):
 
     def on_request(self, ex: Exchange) -> Reply | Awaitable[Reply | None] | None:
         key = self._key(ex)
-        if self.config.redis is None or self._closed:  # in-process: no coroutine for it
+        if not self._via_redis:  # in-process: no coroutine for it
             return self._verdict(ex, self.local.allow(key, self._clock()))
         return self._shared(ex, key)
 

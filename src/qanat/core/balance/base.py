@@ -115,17 +115,3 @@ def uniform(rng: random.Random | None) -> Callable[[], float]:
     """A zero-argument source of floats in [0, 1): ``rng.random`` or a fresh generator's."""
     return (rng if rng is not None else random.Random()).random
 
-
-class NoFeedback:
-    """Mixin for balancers that learn nothing from outcomes: ``report``/``done`` do nothing."""
-
-    __slots__ = ()
-
-    def report(self, endpoint_id: str, success: bool, latency: float, now: float) -> None:
-        """Ignored: this algorithm does not adapt to outcomes."""
-
-    def done(self, endpoint: EndpointLike, success: bool, latency: float, now: float) -> None:
-        """Ignored: this algorithm keeps no in-flight counts."""
-
-    def cancel(self, endpoint: EndpointLike) -> None:
-        """Ignored: this algorithm keeps no in-flight counts."""

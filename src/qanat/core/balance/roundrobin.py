@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Generic
 
-from qanat.core.balance.base import E, NoFeedback, eligible
+from qanat.core.balance.base import E, eligible
+from qanat.core.balance.nofeedback import NoFeedback
 
 
 class RoundRobin(NoFeedback, Generic[E]):

@@ -9,7 +9,8 @@ from itertools import accumulate
 from math import gcd
 from typing import Generic
 
-from qanat.core.balance.base import E, NoFeedback, eligible, uniform
+from qanat.core.balance.base import E, eligible, uniform
+from qanat.core.balance.nofeedback import NoFeedback
 from qanat.errors import ConfigError
 
 DEFAULT_MAX_CYCLE = 4096
