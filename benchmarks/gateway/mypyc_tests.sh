@@ -2,8 +2,9 @@
 # The gateway and http tests on the compiled build (the wheel `pip install .` makes,
 # scripts/build_wheel.sh): the same suite must pass interpreted (make test) and compiled.
 #   bash benchmarks/gateway/mypyc_tests.sh [PYTEST ARGS...]     (about a minute of gcc)
-# Without arguments it runs tests/unit/gateway, tests/unit/http, tests/unit/core (rate
-# limits, balancers), the service client's tests (round robin), the front door, and
+# Without arguments it runs tests/unit/gateway, tests/unit/http, tests/unit/security (jwt),
+# tests/unit/core (rate limits, balancers), the service client's tests (round robin), the
+# front door, and
 # tests/integration/test_gateway_*.py and test_redis_ratelimit.py (the integration ones
 # need the local servers: bash scripts/servers.sh). MYPYC_DIR=DIR builds into DIR and
 # keeps it; with MYPYC_REUSE=1 as well, an existing build in DIR is used as it is (it
@@ -22,7 +23,8 @@ else
 fi
 export PYTHONPATH="$WORK/site"
 if [[ $# -eq 0 ]]; then
-    set -- tests/unit/gateway tests/unit/http tests/unit/core tests/unit/runtime/test_client*.py \
+    set -- tests/unit/gateway tests/unit/http tests/unit/core tests/unit/security \
+        tests/unit/runtime/test_client*.py \
         tests/unit/test_front_door.py tests/integration/test_gateway_*.py \
         tests/integration/test_redis_ratelimit.py
 fi
