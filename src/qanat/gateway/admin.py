@@ -18,11 +18,16 @@ the whole configuration), JSON unless ``?format=table``:
   seconds until half-open) and outlier ejection (seconds left), and the
   route's ``traffic``: in-flight, overflow, and its ``retry_budget``
   (``active_requests``, ``active_retries``, ``granted`` and ``refused``:
-  Envoy's ``upstream_rq_retry`` and ``upstream_rq_retry_overflow``);
+  Envoy's ``upstream_rq_retry`` and ``upstream_rq_retry_overflow``), and its
+  ``jwt_cache`` (None without a ``jwt`` filter): ``entries``, ``aliases``,
+  ``hits`` (all answered from the cache), ``alias_hits`` (of those, by the raw
+  ``Authorization`` value) and ``verifications`` (tokens checked in full);
 - ``GET /stats``: connections, requests, in-flight, rejections by status;
 - ``GET /metrics``: Prometheus text format (``metrics.py``), with the retry
   budgets' counters (``qanat_gateway_retries_total``,
-  ``qanat_gateway_retry_overflow_total``) registered here, from the gateway served.
+  ``qanat_gateway_retry_overflow_total``) and the jwt token caches'
+  (``qanat_gateway_jwt_cache_hits_total``, ``qanat_gateway_jwt_verifications_total``,
+  ``qanat_gateway_jwt_cache_entries``) registered here, from the gateway served.
 """
 
 from __future__ import annotations
@@ -36,12 +41,14 @@ from typing import TYPE_CHECKING, Any
 
 from qanat.gateway.config import ServiceUpstream
 from qanat.gateway.filters import Reply
+from qanat.gateway.filters_auth import AuthFilter
 from qanat.gateway.hardening import Limits, RequestRejected, split_target
 from qanat.gateway.instance_health import InstanceState
-from qanat.gateway.metrics import add_retry_counters
+from qanat.gateway.metrics import add_jwt_cache_metrics, add_retry_counters
 from qanat.gateway.problem import problem
 from qanat.gateway.request import Request
 from qanat.gateway.server import HttpServer
+from qanat.security.jwt_cache import TokenCacheStats
 
 if TYPE_CHECKING:
     from qanat.gateway.app import Gateway
@@ -106,6 +113,7 @@ class AdminServer:
         self.server = HttpServer(self.handle, Limits(max_connections=64, max_body_bytes=1))
         if metrics is not None:
             add_retry_counters(metrics, gateway.upstream_state, self._upstream_labels)
+            add_jwt_cache_metrics(metrics, self.jwt_caches)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         await self.server.start(host, port)
@@ -145,6 +153,19 @@ class AdminServer:
         return {r.name: r.upstream.service if isinstance(r.upstream, ServiceUpstream)
                 else "static" for r in self.gateway.routes}
 
+    def jwt_caches(self) -> dict[str, TokenCacheStats]:
+        """Route name -> its jwt filter's token cache stats, for the routes being served
+        now (summed if a route has several); routes without a jwt filter are left out."""
+        out: dict[str, TokenCacheStats] = {}
+        # Gateway has no public accessor for the live filters yet: its route runtimes
+        for rt in self.gateway._state[1]:
+            for f in rt.filters:
+                if isinstance(f, AuthFilter) and f.token_cache is not None:
+                    stats = f.token_cache.stats()
+                    before = out.get(rt.route.name)
+                    out[rt.route.name] = stats if before is None else _add(before, stats)
+        return out
+
     def routes(self) -> dict[str, Any]:
         """The active routes, their source and revision, the last rejection."""
         status = self.reload_status() if self.reload_status is not None else {}
@@ -159,6 +180,7 @@ class AdminServer:
         outlier-ejection state, and the route's traffic state (retry budget, in-flight)."""
         out = []
         runtime = self.gateway.upstream_state()
+        caches = self.jwt_caches()
         for route in self.gateway.routes:
             spec = route.upstream
             entry: dict[str, Any] = {"route": route.name, "balancer": spec.balancer}
@@ -174,6 +196,11 @@ class AdminServer:
             if state is not None:
                 _merge_instances(entry, state.instances)
                 entry["traffic"] = _plain(state)
+            cache = caches.get(route.name)
+            entry["jwt_cache"] = None if cache is None else {
+                "entries": cache.entries, "aliases": cache.aliases,
+                "hits": cache.hits + cache.alias_hits, "alias_hits": cache.alias_hits,
+                "verifications": cache.misses}
             out.append(entry)
         return out
 
@@ -214,6 +241,11 @@ def _merge_instances(entry: dict[str, Any], states: Sequence[InstanceState]) -> 
         row.update(breaker=s.breaker, consecutive_failures=s.consecutive_failures,
                    breaker_retry_after=s.breaker_retry_after,
                    ejected=s.ejected_for is not None, ejected_for=s.ejected_for)
+
+
+def _add(a: TokenCacheStats, b: TokenCacheStats) -> TokenCacheStats:
+    return TokenCacheStats(a.entries + b.entries, a.aliases + b.aliases, a.hits + b.hits,
+                           a.alias_hits + b.alias_hits, a.misses + b.misses)
 
 
 def _plain(value: Any) -> Any:

@@ -31,6 +31,7 @@ from qanat.security import (
     identity_headers,
     jwt_settings_from_config,
 )
+from qanat.security.jwt_cache import TokenCache
 
 Authenticate = Callable[[HeaderList, bytes], Awaitable[Identity | AuthFailure]]
 Strip = Callable[[HeaderList, bytes], tuple[list[tuple[bytes, bytes]], bytes]]
@@ -45,14 +46,19 @@ class AuthFilter(HookFilter):
     ``query`` is handed over without its leading ``?``; ``strip`` removes
     the credential for the upstream request. ``take``, when given, does both in
     one pass (``JwtAuthenticator.take``) and is used instead.
+
+    ``token_cache`` is the JWT verifier's cache of verified tokens (None for
+    ``key_auth``): the admin endpoints and /metrics read its ``stats()``.
     """
 
     def __init__(self, authenticate: Authenticate, strip: Strip, *,
-                 take: Take | None = None, take_now: TakeNow | None = None) -> None:
+                 take: Take | None = None, take_now: TakeNow | None = None,
+                 token_cache: TokenCache | None = None) -> None:
         self._authenticate = authenticate
         self._strip = strip
         self._take = take
         self._take_now = take_now  # ``take`` without a coroutine when nothing must be fetched
+        self.token_cache = token_cache
         # identity -> its headers: a pure function of the identity, and the same
         # caller keeps coming back (the JWT verifier caches its Identity too)
         self._headers: dict[Identity, HeaderList] = {}
@@ -105,7 +111,8 @@ class AuthFilter(HookFilter):
 def jwt_filter(config: Mapping[str, Any], route: str) -> AuthFilter:
     """The ``jwt`` filter: options as ``jwt_settings_from_config`` documents them."""
     auth = JwtAuthenticator(jwt_settings_from_config(config, source="jwt"))
-    return AuthFilter(auth.authenticate, auth.strip, take=auth.take, take_now=auth.take_now)
+    return AuthFilter(auth.authenticate, auth.strip, take=auth.take, take_now=auth.take_now,
+                      token_cache=auth.verifier.cache)
 
 
 def key_auth_filter(config: Mapping[str, Any], route: str) -> AuthFilter:

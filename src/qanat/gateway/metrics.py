@@ -28,6 +28,12 @@ route *names*, never paths; ``upstream`` is the service name or ``static``):
   ``upstream_rq_retry_overflow``), read from the route state at scrape time
   (``add_retry_counters``); a try that never reached an instance is retried
   without asking the budget and counts in neither
+- ``qanat_gateway_jwt_cache_hits_total{route}``,
+  ``qanat_gateway_jwt_verifications_total{route}`` and
+  ``qanat_gateway_jwt_cache_entries{route}``: each ``jwt`` route's token cache
+  (``TokenCache.stats()``): tokens answered from it (by token or by the raw
+  ``Authorization`` value), tokens verified in full, tokens held; read from the
+  live routes' filters at scrape time (``add_jwt_cache_metrics``)
 - whatever ``add_gauges`` and ``add_counters`` add (discovery endpoints ...).
 """
 
@@ -51,6 +57,7 @@ from qanat.observability.metrics import LATENCY_BUCKETS
 
 if TYPE_CHECKING:
     from qanat.gateway.route_runtime import RouteState
+    from qanat.security.jwt_cache import TokenCacheStats
 
 UNMATCHED = "<unmatched>"  # no route (404) or a request refused before routing
 INTERNAL = "<internal>"  # /__qanat/ready and /__qanat/health
@@ -298,6 +305,37 @@ def add_retry_counters(metrics: GatewayMetrics,
         ["route", "upstream"], read("refused"))
 
 
+def add_jwt_cache_metrics(metrics: GatewayMetrics,
+                          caches: Callable[[], Mapping[str, TokenCacheStats]]) -> None:
+    """Register each ``jwt`` route's token cache counters and entries gauge.
+
+    ``caches`` maps a route name to its jwt filter's ``TokenCache.stats()``,
+    read at every scrape from the routes being served; routes without a jwt
+    filter are not in it and have no samples. A filter that a reload rebuilds
+    (its config changed) has a new cache: its counters start again from 0.
+    """
+
+    def read(value: Callable[[TokenCacheStats], int]) -> Samples:
+        def samples() -> list[tuple[list[str], float]]:
+            return [([name], value(stats)) for name, stats in sorted(caches().items())]
+
+        return samples
+
+    metrics.add_counters(
+        "qanat_gateway_jwt_cache_hits",
+        "Tokens the route's jwt filter answered from its cache, by token or by the repeated "
+        "Authorization value (no signature check).",
+        ["route"], read(lambda s: s.hits + s.alias_hits))
+    metrics.add_counters(
+        "qanat_gateway_jwt_verifications",
+        "Tokens the route's jwt filter verified in full (cache misses: base64, JSON, "
+        "signature), whether they passed or not.",
+        ["route"], read(lambda s: s.misses))
+    metrics.add_gauges(
+        "qanat_gateway_jwt_cache_entries", "Verified tokens the route's jwt filter holds.",
+        ["route"], read(lambda s: s.entries))
+
+
 class _Families(Collector):
     def __init__(self, metrics: GatewayMetrics) -> None:
         self._metrics = metrics
@@ -333,6 +371,7 @@ __all__ = [
     "GatewayMetrics",
     "Observer",
     "Outcome",
+    "add_jwt_cache_metrics",
     "add_retry_counters",
     "error_kind",
 ]
