@@ -157,13 +157,12 @@ class AdminServer:
         """Route name -> its jwt filter's token cache stats, for the routes being served
         now (summed if a route has several); routes without a jwt filter are left out."""
         out: dict[str, TokenCacheStats] = {}
-        # Gateway has no public accessor for the live filters yet: its route runtimes
-        for rt in self.gateway._state[1]:
-            for f in rt.filters:
+        for name, filters in self.gateway.route_filters():
+            for f in filters:
                 if isinstance(f, AuthFilter) and f.token_cache is not None:
                     stats = f.token_cache.stats()
-                    before = out.get(rt.route.name)
-                    out[rt.route.name] = stats if before is None else _add(before, stats)
+                    before = out.get(name)
+                    out[name] = stats if before is None else _add(before, stats)
         return out
 
     def routes(self) -> dict[str, Any]:

@@ -111,6 +111,10 @@ class Gateway:
         """
         self._state = self._compile(routes, self._state[1])
 
+    def route_filters(self) -> list[tuple[str, tuple[Filter, ...]]]:
+        """Per route being served, in order: its name and its live filter instances."""
+        return [(rt.route.name, rt.filters) for rt in self._state[1]]
+
     def upstream_state(self) -> dict[str, RouteState]:
         """Per route name: its traffic state (breakers, ejections, retry budget, in-flight)."""
         return snapshot(self._state[1], self._clock())
