@@ -160,7 +160,7 @@ async def read_request(reader: asyncio.StreamReader, connection: int) -> Receive
 
 async def read_chunked(reader: asyncio.StreamReader) -> bytes:
     """Decode a chunked body (RFC 9112 §7.1), trailers ignored."""
-    parts = []
+    parts: list[bytes] = []
     while True:
         size = int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
         if size == 0:
