@@ -265,3 +265,30 @@ async def test_a_streamed_body_over_the_buffer_bound_is_not_resent(pair: list[Ba
         await client.send(b"y" * 3096)
         assert (await client.response()).status == 502
         assert a.count() + b.count() == 1
+
+
+async def test_a_get_cut_on_a_kept_alive_connection_of_a_dying_instance_goes_elsewhere(
+        pair: list[Backend]) -> None:
+    """An instance hangs up a pooled connection mid-request and stops listening (SIGKILL):
+    the pool's one stale retry is refused, the client of the pool gets the reset it met
+    (sent: the instance may have seen the GET), and the route retries it on the other
+    instance within its retry budget."""
+    a, b = pair
+
+    def die_on_the_second(seen: object) -> int:
+        if a.count() < 2:
+            return 200
+        assert a.server is not None
+        a.server.close()  # the listener only: the kept-alive connection is still open
+        return RESET
+
+    a.behave = die_on_the_second
+    async with gateway_client(
+        [{"name": "r", "upstream": static(a, b), "retry": {}}]
+    ) as (gw, client):
+        answers = [await client.request(get(f"/{i}")) for i in range(3)]
+        budget = gw.upstream_state()["r"].retry_budget
+    assert [(r.status, r.json()["instance"]) for r in answers] == [
+        (200, "a"), (200, "b"), (200, "b")]
+    assert a.count() == 2  # the stale try reached it; its retry could not connect
+    assert budget is not None and (budget.granted, budget.refused) == (1, 0)

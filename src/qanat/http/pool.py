@@ -129,14 +129,15 @@ class HttpPool:
         data, stream, framing, length = encode_request(method, target, headers, body, host, port)
         head_only = method == b"HEAD"
         fresh = False
-        sent_before = False  # the stale try's bytes may have reached the upstream
+        stale: UpstreamReset | None = None  # a stale try whose bytes may have been seen
         while True:  # at most twice: a reused connection the server had closed, then a new one
             conn = None if fresh else self._take_idle(h)
             if conn is None:
                 try:
                     conn = await self._acquire(h, deadline)
                 except UpstreamError as error:
-                    error.request_sent = error.request_sent or sent_before
+                    if stale is not None:  # what happened to the request: the stale try's end
+                        raise stale from error
                     raise
             self._requests += 1
             if conn.uses:
@@ -152,14 +153,15 @@ class HttpPool:
                 if head.done() and not head.cancelled():
                     head.exception()  # retrieved: the error raised here is the one that counts
                 if fresh or not isinstance(error, UpstreamReset):
-                    if sent_before and isinstance(error, UpstreamError):
-                        error.request_sent = True  # the stale try's bytes may have been seen
+                    if stale is not None and isinstance(error, UpstreamError) \
+                            and not error.request_sent:
+                        raise stale from error
                     raise
                 replayable = stream is None or not error.request_sent
                 if not (self._retry_stale and replayable and retry_safe(error, method)):
                     raise
                 self._stale_retries += 1
-                sent_before = error.request_sent
+                stale = error if error.request_sent else None
                 fresh = True
 
     def _take_idle(self, h: _Host) -> Connection | None:

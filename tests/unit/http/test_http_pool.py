@@ -200,9 +200,10 @@ async def test_stale_keep_alive_never_retries_a_post() -> None:
     assert [r.target for r in up.received] == [b"/0", b"/1"]
 
 
-async def test_stale_retry_that_fails_to_connect_says_the_request_may_have_been_seen() -> None:
-    """The stale try's bytes reached the server, so the refused new connection's error is
-    marked sent: a caller must not count the call as one no upstream saw (retry budgets)."""
+async def test_stale_retry_that_fails_to_connect_raises_the_stale_reset() -> None:
+    """The stale try's bytes reached the server: when the new connection is refused, the
+    caller gets that reset (sent, so retried only if idempotent and within a retry budget),
+    with the refused connect as its cause, not a refusal that says no upstream saw it."""
     up = Upstream()
 
     async def hang_up_and_stop_listening(req: Received, ex: Exchange) -> None:
@@ -215,11 +216,12 @@ async def test_stale_retry_that_fails_to_connect_says_the_request_may_have_been_
     up.handler = hang_up_and_stop_listening
     async with up, HttpPool() as pool:
         assert await get(pool, up, b"/1") == b"/1"
-        with pytest.raises(ConnectError) as caught:
+        with pytest.raises(UpstreamReset) as caught:
             await get(pool, up, b"/2")
         stats = pool.stats()
     assert stats.stale_retries == 1
-    assert caught.value.request_sent
+    assert caught.value.request_sent and isinstance(caught.value.__cause__, ConnectError)
+    assert retry_safe(caught.value, b"GET") and not retry_safe(caught.value, b"POST")
     assert [r.target for r in up.received] == [b"/1", b"/2"]
 
 
