@@ -137,6 +137,7 @@ class HttpPool:
                     conn = await self._acquire(h, deadline)
                 except UpstreamError as error:
                     if stale is not None:  # what happened to the request: the stale try's end
+                        stale.__cause__ = error  # also set: compiled, `from` is dropped
                         raise stale from error
                     raise
             self._requests += 1
@@ -155,6 +156,7 @@ class HttpPool:
                 if fresh or not isinstance(error, UpstreamReset):
                     if stale is not None and isinstance(error, UpstreamError) \
                             and not error.request_sent:
+                        stale.__cause__ = error
                         raise stale from error
                     raise
                 replayable = stream is None or not error.request_sent
