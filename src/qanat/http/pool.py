@@ -14,8 +14,9 @@ Pooling rules (documented in ``docs/http-client.md``):
 - Stale keep-alive: a reused connection that dies before any response byte is
   retried once on a new connection when the request may be repeated
   (:func:`retry_safe`: not sent, or an idempotent method with a replayable
-  body), as Go's ``net/http`` does. Anything else is raised with
-  ``request_sent`` for the caller to decide.
+  body), as Go's ``net/http`` does; if that new try fails before sending (the
+  server is gone), the stale try's reset is raised: its bytes may have been
+  seen. Anything else is raised with ``request_sent`` for the caller to decide.
 """
 
 from __future__ import annotations
