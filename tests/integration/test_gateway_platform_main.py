@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.machinery
+import importlib.util
 import os
 import shutil
 import signal
@@ -82,6 +84,11 @@ async def test_topology_gateway_routes_through_the_registry(
         assert proc.stderr is not None
         err = (await proc.stderr.read()).decode()
         assert f"qanat gateway: http://127.0.0.1:{port}" in err
+        # the build this test runs on: pure under make test, compiled under make test-compiled
+        spec = importlib.util.find_spec("qanat.gateway.proxy")
+        assert spec is not None and spec.origin is not None
+        compiled = spec.origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+        assert ("| compiled |" if compiled else "| pure Python |") in err
     finally:
         await _stop(proc)
         await registry.close()

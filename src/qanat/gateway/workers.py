@@ -119,15 +119,18 @@ class GatewayProcess:
         return await self.resolver.prepare(services, 3.0) if self.resolver is not None else []
 
     def banner(self) -> str:
-        """One line: the public URL, where the routes come from, the admin URL, the pid."""
+        """One line: the public URL, where the routes come from, the admin URL, the build,
+        the pid."""
         plan, gateway = self.plan, self.gateway
         parts = [f"qanat gateway: http://{plan.host}:{gateway.port}",
                  f"{len(gateway.routes)} routes from "
                  + (f"config store {self.reloader.key}" if self.reloader else plan.source)]
         if self.admin is not None:
             parts.append(f"admin http://{plan.admin_host}:{self.admin.port}")
+        parts.append(build())
         parts.append(f"pid {os.getpid()}")
         return " | ".join(parts)
+
 
     async def aclose(self) -> None:
         """Close everything started, newest first (the gateway drains in-flight requests)."""
@@ -257,4 +260,15 @@ async def watch_parent(gateway_stop: Callable[[], None], parent: int) -> None:
             return
 
 
-__all__ = ["GatewayProcess", "run_workers", "serve_plan", "start_reuse_port", "watch_parent"]
+
+def build() -> str:
+    """Which build of the hot path runs: ``compiled`` (a wheel install, mypyc) or
+    ``pure Python`` (an editable install, or a wheel built without a C compiler)."""
+    import qanat.gateway.proxy as hot
+
+    return "pure Python" if (hot.__file__ or "").endswith(".py") else "compiled"
+
+
+__all__ = [
+    "GatewayProcess", "build", "run_workers", "serve_plan", "start_reuse_port", "watch_parent",
+]
