@@ -92,10 +92,9 @@ async def serve(host: str, port: int, upstream: str, stack: str) -> None:
         "match": {"prefix": "/"},
         "upstream": {"kind": "static", "targets": [{"url": f"http://{upstream}"}]},
     }
-    import qanat.gateway.proxy
+    from qanat.gateway.workers import build
 
-    print(f"info build {'compiled' if qanat.gateway.proxy.__file__.endswith('.so') else 'pure'}",
-          flush=True)
+    print(f"info build {'compiled' if build() == 'compiled' else 'pure'}", flush=True)
     headers: list[str] = []
     observers: list[Any] = []  # the metrics observer joins once the gateway exists
     metered = False
